@@ -1,0 +1,41 @@
+"""The project's test run (called by `make test`): notebook tests through nbdev's `test_nb` (cells flagged
+`notest`/`slow`/`gpu` skipped, 2 notebooks at a time), then `pytest tests/`, then one closing line
+`N passed, N failed` covering both (a notebook counts as one test)."""
+import os, re, subprocess, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def _one(fn):
+    from nbdev.test import test_nb
+    t = time.time()
+    ok, _ = test_nb(fn, skip_flags=['notest', 'slow', 'gpu'], cell_timeout=900)
+    return fn.name, ok, time.time() - t
+
+def notebooks():
+    nbs = sorted(p for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_'))
+    passed = failed = 0
+    with ProcessPoolExecutor(int(os.environ.get('NB_WORKERS', 2))) as ex:
+        for name, ok, dt in ex.map(_one, nbs):
+            print(f'notebook {name}: {"passed" if ok else "FAILED"} ({dt:.0f}s)', flush=True)
+            passed += ok; failed += not ok
+    return passed, failed
+
+def pytest():
+    if not any((ROOT/'tests').glob('test_*.py')): return 0, 0
+    r = subprocess.run([sys.executable, '-m', 'pytest', '-rfE', '-p', 'no:cacheprovider', 'tests/'], cwd=ROOT,
+                       capture_output=True, text=True)
+    print(r.stdout[-20000:], r.stderr[-5000:], sep='\n', flush=True)
+    counts = dict((k, int(n)) for n, k in re.findall(r'(\d+) (passed|failed|error|errors)', r.stdout.splitlines()[-1] if r.stdout.strip() else ''))
+    failed = counts.get('failed', 0) + counts.get('error', 0) + counts.get('errors', 0)
+    if r.returncode not in (0, 5) and not failed: failed = 1  # pytest crashed before counting
+    return counts.get('passed', 0), failed
+
+if __name__ == '__main__':
+    t = time.time()
+    np_, nf = notebooks()
+    pp, pf = pytest()
+    print(f'\nnotebooks: {np_} passed, {nf} failed; pytest: {pp} passed, {pf} failed; {time.time()-t:.0f}s')
+    print(f'{np_ + pp} passed, {nf + pf} failed')
+    sys.exit(1 if nf + pf else 0)
