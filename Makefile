@@ -34,7 +34,7 @@ test: install browser check-export
 	$(BIN)/python tools/run_tests.py
 
 demo: install
-	$(BIN)/beit-demo --out runs/demo
+	$(BIN)/beit-demo --out runs/demo $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,23 +2,27 @@
 `notest`/`slow`/`gpu` skipped, 2 notebooks at a time), then `pytest tests/`, then one closing line
 `N passed, N failed` covering both (a notebook counts as one test)."""
 import os, re, subprocess, sys, time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+_RUN_NB = ("import sys; from nbdev.test import test_nb; "
+           "ok, _ = test_nb(sys.argv[1], skip_flags=['notest', 'slow', 'gpu'], cell_timeout=900); sys.exit(0 if ok else 1)")
+
 def _one(fn):
-    from nbdev.test import test_nb
+    "Test one notebook in its own interpreter (a crash or a leaked thread can't take the others down)."
     t = time.time()
-    ok, _ = test_nb(fn, skip_flags=['notest', 'slow', 'gpu'], cell_timeout=900)
-    return fn.name, ok, time.time() - t
+    r = subprocess.run([sys.executable, '-c', _RUN_NB, str(fn)], cwd=ROOT, capture_output=True, text=True)
+    return fn.name, r.returncode == 0, time.time() - t, (r.stdout + r.stderr)[-6000:]
 
 def notebooks():
     nbs = sorted(p for p in (ROOT/'nbs').glob('*.ipynb') if not p.name.startswith('_'))
     passed = failed = 0
-    with ProcessPoolExecutor(int(os.environ.get('NB_WORKERS', 2))) as ex:
-        for name, ok, dt in ex.map(_one, nbs):
+    with ThreadPoolExecutor(int(os.environ.get('NB_WORKERS', 2))) as ex:
+        for name, ok, dt, out in ex.map(_one, nbs):
             print(f'notebook {name}: {"passed" if ok else "FAILED"} ({dt:.0f}s)', flush=True)
+            if not ok: print(out, flush=True)
             passed += ok; failed += not ok
     return passed, failed
 
