@@ -1,0 +1,90 @@
+"""System tests of the `beit-train-tokenizer` console script: it trains a (tiny) dVAE on an image folder, survives a
+corrupt file, saves a folder `load_tokenizer` reads, and answers bad paths with one clear line (no traceback)."""
+import json, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from beit_nb.data import synthetic_scenes
+from beit_nb.tokenizer import load_tokenizer, DiscreteVAE
+
+TINY = ['--image-size', '16', '--num-tokens', '32', '--codebook-dim', '16', '--hidden-dim', '16',
+        '--epochs', '1', '--bs', '8', '--quiet']
+
+@pytest.fixture(scope='module')
+def script(tmp_path_factory):
+    "The installed console script, or (if the package was installed without scripts) the same wrapper pip writes."
+    exe = Path(sys.executable).parent / 'beit-train-tokenizer'
+    if exe.exists(): return [str(exe)]
+    w = tmp_path_factory.mktemp('bin') / 'beit-train-tokenizer'
+    w.write_text("import sys\nfrom beit_nb.tokenizer import train_tokenizer_cli\n"
+                 "if __name__ == '__main__':\n    sys.exit(train_tokenizer_cli())\n")
+    return [sys.executable, str(w)]
+
+@pytest.fixture(scope='module')
+def image_folder(tmp_path_factory):
+    "40 synthetic scenes in nested folders, one grayscale image, one RGBA image and one corrupt file."
+    root = tmp_path_factory.mktemp('imgs')
+    sc = synthetic_scenes(40, 48, seed=7)
+    for i, im in enumerate(sc.images):
+        d = root / f'part{i % 3}'; d.mkdir(exist_ok=True)
+        Image.fromarray(im).save(d / f'{i:03d}.png')
+    Image.fromarray(sc.images[0].mean(-1).astype(np.uint8)).save(root / 'gray.png')
+    Image.fromarray(np.dstack([sc.images[1], np.full((48, 48), 200, np.uint8)])).save(root / 'rgba.png')
+    (root / 'broken.jpg').write_bytes(b'\xff\xd8\xff\xe0 definitely not a jpeg')
+    return root
+
+def run(script, *args):
+    return subprocess.run([*script, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+def test_trains_and_saves(script, image_folder, tmp_path):
+    out = tmp_path / 'tok'
+    r = run(script, image_folder, out, *TINY)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'saved' in r.stdout and 'PSNR' in r.stdout
+    assert 'broken.jpg' in r.stdout + r.stderr                  # the corrupt file is reported ...
+    tok = load_tokenizer(out)                                    # ... and skipped: 42 readable images
+    assert isinstance(tok, DiscreteVAE)
+    assert (tok.input_size, tok.grid_size, tok.vocab_size) == (16, 4, 32)
+    assert tok.meta['n_train'] + tok.meta['n_valid'] == 42
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['type'] == 'DiscreteVAE' and cfg['num_layers'] == 2
+    ids = tok.encode(torch.rand(2, 3, 16, 16))
+    assert ids.shape == (2, 4, 4) and ids.dtype == torch.long
+    assert tok.decode(ids).shape == (2, 3, 16, 16)
+
+def test_deterministic(script, image_folder, tmp_path):
+    "Same seed, same data -> the same weights (single process, CPU)."
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    for o in (a, b): assert run(script, image_folder, o, *TINY, '--device', 'cpu', '--max-images', '24').returncode == 0
+    ta, tb = load_tokenizer(a), load_tokenizer(b)
+    for (k, va), vb in zip(ta.state_dict().items(), tb.state_dict().values()): assert torch.equal(va, vb), k
+
+def _one_clear_line(r, *needles):
+    assert r.returncode != 0
+    assert 'Traceback' not in r.stderr, r.stderr
+    msg = r.stderr.strip().splitlines()
+    assert len(msg) == 1 and msg[0].startswith('beit-train-tokenizer: error:'), r.stderr
+    for n in needles: assert n in msg[0], msg[0]
+
+def test_missing_folder(script, tmp_path):
+    _one_clear_line(run(script, tmp_path / 'no_such_dir', tmp_path / 'out', *TINY), 'no_such_dir', 'does not exist')
+    assert not (tmp_path / 'out').exists()
+
+def test_folder_without_images(script, tmp_path):
+    (tmp_path / 'empty').mkdir(); (tmp_path / 'empty' / 'notes.txt').write_text('hi')
+    _one_clear_line(run(script, tmp_path / 'empty', tmp_path / 'out', *TINY), 'no images')
+
+def test_output_is_a_file(script, image_folder, tmp_path):
+    (tmp_path / 'out').write_text('x')
+    _one_clear_line(run(script, image_folder, tmp_path / 'out', *TINY), 'not a folder')
+
+def test_too_few_images(script, tmp_path):
+    d = tmp_path / 'few'; d.mkdir()
+    for i, im in enumerate(synthetic_scenes(3, 32, seed=0).images): Image.fromarray(im).save(d / f'{i}.png')
+    _one_clear_line(run(script, d, tmp_path / 'out', *TINY), 'too few')
+
+def test_help(script):
+    r = run(script, '--help')
+    assert r.returncode == 0 and '--image-size' in r.stdout and '--num-tokens' in r.stdout
