@@ -1,0 +1,83 @@
+"""Kill-and-resume: a pretraining run killed with SIGKILL mid-epoch continues with `--resume auto` from its latest
+checkpoint, reaches the same step count, loses no completed checkpoint, and its loss curve continues exactly where an
+uninterrupted run's does (same data order, augmentations, masks and stochastic depth draws). A truncated latest
+checkpoint falls back to the previous good one; repeated non-finite losses stop the run with a message.
+
+Each run: beit_tiny (64 px, 4 blocks), 160 scenes, batch 16, 3 epochs of 10 steps, with stochastic depth on."""
+import csv, os, signal, shutil, subprocess, sys, time
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PRETRAIN = [sys.executable, '-m', 'beit_nb.pretrain', '--demo', '--n-demo', '160', '--batch-size', '16', '--epochs', '3',
+            '--warmup-epochs', '1', '--save-every', '4', '--keep-checkpoints', '20', '--num-workers', '0', '--drop-path', '0.1']
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
+STEPS = 3 * (160 // 16)
+KILL_AFTER = 12                      # the step-12 checkpoint is mid-epoch 2 (10 steps per epoch)
+
+def rows(run): return list(csv.DictReader(open(run/'steps.csv')))
+def ckpts(run): return sorted(p.name for p in run.glob('checkpoint-*.pt'))
+
+def run_to_end(out, *extra):
+    r = subprocess.run(PRETRAIN + ['--out', str(out), *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return r.stdout + r.stderr
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp('ref')/'run'
+    run_to_end(out)
+    return out
+
+@pytest.fixture(scope='module')
+def killed(tmp_path_factory):
+    "A run SIGKILLed as soon as its step-12 checkpoint is complete (so mid-epoch, between checkpoints)."
+    out = tmp_path_factory.mktemp('killed')/'run'
+    p = subprocess.Popen(PRETRAIN + ['--out', str(out)], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while not (out/f'checkpoint-{KILL_AFTER:08d}.pt').exists():
+        assert p.poll() is None, p.stderr.read().decode()[-4000:]
+        assert time.time() - t0 < 300, 'no checkpoint after 300 s'
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGKILL); p.wait()
+    return out, ckpts(out), len(rows(out))
+
+def test_resume_after_sigkill(killed, reference):
+    run, before, n_logged = killed
+    assert f'checkpoint-{KILL_AFTER:08d}.pt' in before and f'checkpoint-{STEPS:08d}.pt' not in before
+    assert n_logged >= KILL_AFTER                                # it was killed after logging at least the checkpoint's steps
+    latest = before[-1]
+    assert int(latest[len('checkpoint-'):-3]) % 10, 'killed at an epoch end: the test wants a mid-epoch resume'
+    out = run_to_end(run, '--resume', 'auto')
+    assert f'resuming from {run/latest}' in out
+    after = ckpts(run)
+    assert set(before) <= set(after), 'a completed checkpoint was lost'
+    assert f'checkpoint-{STEPS:08d}.pt' in after
+    got, ref = rows(run), rows(reference)
+    assert [int(r['step']) for r in got] == list(range(1, STEPS + 1))   # every step logged exactly once: no gap, no repeat
+    for a, b in zip(got, ref):                                          # and it is the uninterrupted run's curve
+        assert abs(float(a['loss']) - float(b['loss'])) < 1e-4, (a, b)
+        assert a['lr'] == b['lr'], (a, b)
+    assert [r['epoch'] for r in csv.DictReader(open(run/'log.csv'))] == ['0', '1', '2']
+
+def test_truncated_checkpoint_falls_back(killed, tmp_path):
+    src, before, _ = killed
+    run = tmp_path/'run'; shutil.copytree(src, run)
+    for p in run.glob('checkpoint-*.pt'):
+        if p.name not in before[-2:]: p.unlink()                     # keep the two newest of the killed run
+    good, bad = run/before[-2], run/before[-1]
+    data = bad.read_bytes(); bad.write_bytes(data[:len(data) // 3])  # a half-written file, as after a full disk
+    out = run_to_end(run, '--resume', 'auto')
+    assert f'checkpoint {bad} is unusable' in out and f'resuming from {good}' in out
+    assert [int(r['step']) for r in rows(run)] == list(range(1, STEPS + 1))
+
+def test_existing_run_needs_resume_flag(killed):
+    r = subprocess.run(PRETRAIN + ['--out', str(killed[0])], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and '--resume auto' in r.stderr
+
+def test_nonfinite_losses_stop_the_run(tmp_path):
+    cmd = PRETRAIN + ['--out', str(tmp_path/'nan'), '--inject-nan', '2,3', '--max-nonfinite', '2', '--epochs', '1']
+    r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert 'non-finite loss at batch 2: step skipped (1 so far)' in r.stdout + r.stderr
+    assert 'beit-pretrain: 2 non-finite losses (limit max_nonfinite=2): stopping' in r.stderr
