@@ -2,8 +2,13 @@
 
 Modules:
 
+- `beit_nb.app`: A Gradio app over a BEiT checkpoint and a tokenizer: blockwise masks, token reconstructions, and per-query attention maps you get by clicking on a patch. Every view is also a named API endpoint.
 - `beit_nb.attention`: Per-layer, per-head self-attention of any BEiT, per-query maps as in the paper's figure, attention rollout, mean attention distance, and an ipywidgets explorer.
-- `beit_nb.backbone`: A ViT with relative position bias and layer scale — timm's `Beit` — plus the two pieces pretraining adds: a learnable mask embedding and a linear head over the visual-token vocabulary."""
+- `beit_nb.backbone`: A ViT with relative position bias and layer scale — timm's `Beit` — plus the two pieces pretraining adds: a learnable mask embedding and a linear head over the visual-token vocabulary.
+- `beit_nb.checkpoint`: Official, timm and Hugging Face (4.x and 5.x) BEiT weights in and out of one model; relative position tables and position embeddings resized for a new resolution; a shared bias table expanded to every block.
+- `beit_nb.demo`: `make demo` runs this chapter's `main`: demo data → visual tokenizer → masked image modeling → a pretrained BEiT, with the numbers and pictures that say it worked, in a few minutes on two CPU cores.
+- `beit_nb.mim`: The MIM objective (cross-entropy over the visual tokens of the masked patches) and its accuracy, the VAE reading of section 2.4, token reconstructions through the tokenizer's decoder, the ablation targets of Table 4, and a tiny end-to-end run on CPU.
+- `beit_nb.pretrain`: Masked image modeling as a fastai `Learner`: the paper's recipe as defaults, mixed precision, data-parallel training on any number of processes through `accelerate`, and checkpoints that survive `kill -9`."""
 
 __version__ = "0.0.1"
 

@@ -1,0 +1,153 @@
+"""The Gradio explorer in a real browser: `beit-app` (tiny random BEiT + tokenizer in a temp folder) on a free local
+port, driven by headless Chromium through Playwright. Debian's /usr/bin/chromium is used; Playwright never downloads
+a browser. Also: `python tests/test_app_browser.py [--out docs/screenshots] [beit-app args...]` takes the README's
+screenshots of the three tabs from an app started with the given arguments (by default the demo run's files)."""
+import io, os, re, socket, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = '/usr/bin/chromium'
+ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+        '--disable-sync', '--no-first-run']
+VOCAB = 64
+TIMEOUT = 60_000  # ms, per wait: the machine is small and shared
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def save_tiny_run(folder: Path):
+    "A random tiny BeitForMIM checkpoint and a random demo-sized dVAE tokenizer, saved the way users save theirs."
+    import torch, timm
+    import beit_nb.backbone  # registers the architectures
+    from beit_nb.checkpoint import save_beit_checkpoint
+    from beit_nb.tokenizer import DiscreteVAE, save_tokenizer
+    torch.manual_seed(0)
+    save_beit_checkpoint(timm.create_model('beit_tiny_patch8_64_8k_vocab', vocab_size=VOCAB), folder / 'beit_tiny.safetensors')
+    save_tokenizer(DiscreteVAE(image_size=32, num_tokens=VOCAB, codebook_dim=16, num_layers=2, hidden_dim=16), folder / 'tokenizer')
+    return ['--checkpoint', str(folder / 'beit_tiny.safetensors'), '--tokenizer', str(folder / 'tokenizer'),
+            '--run', str(folder / 'no_run')]
+
+def start_app(args, port, timeout=120):
+    exe = Path(sys.executable).parent / 'beit-app'
+    cmd = ([str(exe)] if exe.exists() else [sys.executable, '-m', 'beit_nb.app']) + list(args) + ['--port', str(port)]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED='False', PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines, t0 = [], time.time()
+    while time.time() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None: break
+            continue
+        lines.append(line)
+        m = re.search(r'Running on local URL:\s*(\S+)', line)
+        if m: return proc, m.group(1).rstrip('/') + '/'
+    proc.kill()
+    raise RuntimeError('beit-app did not start:\n' + ''.join(lines[-40:]))
+
+def stop(proc):
+    proc.terminate()
+    try: proc.wait(10)
+    except subprocess.TimeoutExpired: proc.kill()
+
+def img_src(page, elem_id):
+    loc = page.locator(f'#{elem_id} img')
+    return loc.get_attribute('src') if loc.count() else None
+
+def wait_src_change(page, elem_id, old):
+    page.wait_for_function(
+        '([id, old]) => { const i = document.querySelector(`#${id} img`); return i && i.src && i.src !== old && i.complete; }',
+        arg=[elem_id, old or ''], timeout=TIMEOUT)
+    return img_src(page, elem_id)
+
+def fetch(page, src) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert('RGB'))
+
+def shot(page, path):
+    "A small PNG of the page: 256-colour palette."
+    if path is None: return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    im = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert('RGB')
+    im.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+def drive(page, url, out=None, example=0):
+    "Load an example, visit the three tabs, click a patch on the attention tab; returns what was observed."
+    page.goto(url, wait_until='domcontentloaded')
+    page.wait_for_selector('#examples button', timeout=TIMEOUT)
+    page.locator('#examples button').nth(example).click()
+    page.wait_for_selector('#mask_image img', timeout=TIMEOUT)
+    page.wait_for_function("document.querySelector('#mask_info') && /patches masked/.test(document.querySelector('#mask_info').innerText)",
+                           timeout=TIMEOUT)
+    seen = dict(mask_info=page.locator('#mask_info').inner_text())
+    shot(page, out and Path(out) / 'masks.png')
+
+    page.get_by_role('tab', name='Token reconstructions').click()
+    for i in ('rec_original', 'rec_tokenizer', 'rec_mim'): page.wait_for_selector(f'#{i} img', timeout=TIMEOUT)
+    page.wait_for_function("/accuracy/.test(document.querySelector('#recon_info').innerText)", timeout=TIMEOUT)
+    seen['recon_info'] = page.locator('#recon_info').inner_text()
+    seen['recon'] = [fetch(page, img_src(page, i)) for i in ('rec_original', 'rec_tokenizer', 'rec_mim')]
+    shot(page, out and Path(out) / 'reconstruction.png')
+
+    page.get_by_role('tab', name='Attention').click()
+    page.wait_for_selector('#attn_map img', timeout=TIMEOUT)
+    page.wait_for_function("/Query patch/.test(document.querySelector('#attn_info').innerText)", timeout=TIMEOUT)
+    src0 = img_src(page, 'attn_map')
+    seen['before'] = fetch(page, src0)
+    seen['info_before'] = page.locator('#attn_info').inner_text()
+    box = page.locator('#attn_query img').bounding_box()
+    page.locator('#attn_query img').click(position={'x': box['width'] * 0.1, 'y': box['height'] * 0.85})  # a patch far from the centre
+    src1 = wait_src_change(page, 'attn_map', src0)
+    page.wait_for_function("!/row 4, col 4/.test(document.querySelector('#attn_info').innerText)", timeout=TIMEOUT)
+    seen['after'] = fetch(page, src1)
+    seen['info_after'] = page.locator('#attn_info').inner_text()
+    shot(page, out and Path(out) / 'attention.png')
+    return seen
+
+@pytest.fixture(scope='module')
+def app_url(tmp_path_factory):
+    if not Path(CHROMIUM).exists(): pytest.skip(f'{CHROMIUM} is missing (Debian package chromium); no browser to drive')
+    pytest.importorskip('playwright.sync_api')
+    proc, url = start_app(save_tiny_run(tmp_path_factory.mktemp('app_browser')), free_port())
+    yield url
+    stop(proc)
+
+def test_browser_click_updates_attention(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={'width': 1200, 'height': 820})
+            errors = []
+            page.on('pageerror', lambda e: errors.append(str(e)))
+            seen = drive(page, app_url, out=tmp_path)
+        finally: browser.close()
+    assert re.search(r'\d+ of 64 patches masked', seen['mask_info']), seen['mask_info']
+    assert re.search(r'accuracy on this image: \d+/\d+', seen['recon_info']), seen['recon_info']
+    for a in seen['recon']:                                   # the three panels rendered real pictures
+        assert a.shape == (384, 384, 3) and a.std() > 1
+    assert 'row 4, col 4' in seen['info_before'], seen['info_before']      # the default query: the centre patch
+    m = re.search(r'row (\d), col (\d)', seen['info_after'])
+    assert m and int(m.group(1)) >= 6 and int(m.group(2)) <= 1, seen['info_after']
+    assert seen['before'].shape == seen['after'].shape and (seen['before'] != seen['after']).any()
+    assert not errors, errors
+    for name in ('masks', 'reconstruction', 'attention'): assert (tmp_path / f'{name}.png').stat().st_size > 1000
+
+if __name__ == '__main__':        # README screenshots: python tests/test_app_browser.py [--out DIR] [beit-app args]
+    argv = sys.argv[1:]
+    out = 'docs/screenshots'
+    if '--out' in argv: i = argv.index('--out'); out = argv[i + 1]; del argv[i:i + 2]
+    example = 0
+    if '--example' in argv: i = argv.index('--example'); example = int(argv[i + 1]); del argv[i:i + 2]
+    proc, url = start_app(argv, free_port())
+    try:
+        from playwright.sync_api import sync_playwright
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            page = browser.new_page(viewport={'width': 1200, 'height': 820})
+            seen = drive(page, url, out=out, example=example)
+            browser.close()
+        print(seen['mask_info'], seen['recon_info'], seen['info_after'], sep='\n')
+        print('screenshots in', out)
+    finally: stop(proc)

@@ -1,0 +1,160 @@
+"""System test of the Gradio explorer through its named API: start `beit-app` in a subprocess on a free local port
+(a tiny random BEiT and tokenizer saved to a temp folder) and call each endpoint with `gradio_client`."""
+import os, re, socket, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
+gradio_client = pytest.importorskip('gradio_client')
+from gradio_client import Client, handle_file
+
+VOCAB, VIEW = 64, 384
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def save_tiny_run(folder: Path):
+    "A random tiny BeitForMIM checkpoint and a random demo-sized dVAE tokenizer, saved the way users save theirs."
+    import timm
+    import beit_nb.backbone  # registers the architectures
+    from beit_nb.checkpoint import save_beit_checkpoint
+    from beit_nb.tokenizer import DiscreteVAE, save_tokenizer
+    torch.manual_seed(0)
+    model = timm.create_model('beit_tiny_patch8_64_8k_vocab', vocab_size=VOCAB)
+    ckpt = folder / 'beit_tiny.safetensors'
+    save_beit_checkpoint(model, ckpt)
+    tok = DiscreteVAE(image_size=32, num_tokens=VOCAB, codebook_dim=16, num_layers=2, hidden_dim=16)
+    save_tokenizer(tok, folder / 'tokenizer')
+    return ckpt, folder / 'tokenizer'
+
+def start_app(ckpt, tok, port, extra=(), timeout=120):
+    exe = Path(sys.executable).parent / 'beit-app'
+    cmd = ([str(exe)] if exe.exists() else [sys.executable, '-m', 'beit_nb.app']) + [
+        '--checkpoint', str(ckpt), '--tokenizer', str(tok), '--port', str(port), '--run', str(Path(ckpt).parent / 'no_run'), *extra]
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED='False', PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines, t0 = [], time.time()
+    while time.time() - t0 < timeout:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None: break
+            continue
+        lines.append(line)
+        m = re.search(r'Running on local URL:\s*(\S+)', line)
+        if m: return proc, m.group(1).rstrip('/') + '/', lines
+    proc.kill()
+    raise RuntimeError('beit-app did not start:\n' + ''.join(lines[-40:]))
+
+@pytest.fixture(scope='module')
+def app(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('app_client')
+    ckpt, tok = save_tiny_run(folder)
+    proc, url, lines = start_app(ckpt, tok, free_port())
+    yield dict(url=url, ckpt=ckpt, tok=tok, folder=folder, lines=lines)
+    proc.terminate()
+    try: proc.wait(10)
+    except subprocess.TimeoutExpired: proc.kill()
+
+@pytest.fixture(scope='module')
+def client(app): return Client(app['url'], verbose=False)
+
+@pytest.fixture(scope='module')
+def photo(app):
+    from beit_nb.data import sample_photos
+    p = app['folder'] / 'coffee.png'
+    Image.fromarray(sample_photos(size=200, names=('coffee',))['coffee']).save(p)
+    return p
+
+def read(path): return np.asarray(Image.open(path).convert('RGB'))
+
+def test_binds_localhost_and_lists_endpoints(app, client):
+    assert app['url'].startswith('http://127.0.0.1:'), app['url']
+    assert not any('gradio.live' in l for l in app['lines'])
+    names = set(client.view_api(print_info=False, return_format='dict')['named_endpoints'])
+    assert {'/mask', '/reconstruct', '/attention'} <= names, names
+
+def test_mask(client, photo):
+    img, txt = client.predict(handle_file(str(photo)), 'random', 0.5, 4, 7, api_name='/mask')
+    a = read(img)
+    assert a.shape == (VIEW, VIEW, 3)
+    assert '32 of 64 patches masked' in txt, txt            # random masking hits the budget exactly
+    img2, txt2 = client.predict(handle_file(str(photo)), 'blockwise', 0.4, 4, 7, api_name='/mask')
+    n = int(re.search(r'(\d+) of 64 patches masked', txt2).group(1))
+    assert 1 <= n <= 26, txt2                               # blockwise: at most round(0.4·64) patches
+    img3, _ = client.predict(handle_file(str(photo)), 'blockwise', 0.4, 4, 7, api_name='/mask')
+    assert (read(img2) == read(img3)).all()                 # same seed, same mask
+    from beit_nb.masking import MaskingGenerator            # the app draws Algorithm 1's mask for that seed
+    m = MaskingGenerator((8, 8), 26, min_num_patches=4, seed=7)()
+    assert int(m.sum()) == n
+
+def test_reconstruct(client, photo):
+    o, t, p, txt = client.predict(handle_file(str(photo)), 'blockwise', 0.4, 4, 3, api_name='/reconstruct')
+    for f in (o, t, p): assert read(f).shape == (VIEW, VIEW, 3)
+    m = re.search(r'accuracy on this image: (\d+)/(\d+) = ([\d.]+)%', txt)
+    assert m, txt
+    k, n = int(m.group(1)), int(m.group(2))
+    assert 0 <= k <= n and n > 0
+
+def test_attention_matches_local_computation(app, client, photo):
+    "The endpoint's map equals the map computed here from the same checkpoint with beit_nb.attention."
+    import timm, beit_nb.backbone
+    from beit_nb.checkpoint import load_beit_checkpoint
+    from beit_nb.attention import get_attention, query_map, overlay, prepare_image
+    q, amap, txt = client.predict(handle_file(str(photo)), 300, 50, 2, '1', api_name='/attention')
+    assert 'row 1, col 6' in txt and 'layer 2' in txt and 'head 1' in txt, txt
+    model = timm.create_model('beit_tiny_patch8_64_8k_vocab', vocab_size=VOCAB)
+    load_beit_checkpoint(model, str(app['ckpt']))
+    x, rgb = prepare_image(Image.open(photo), 64)
+    a = get_attention(model.eval(), x)
+    big = np.asarray(Image.fromarray(rgb).resize((VIEW, VIEW), Image.NEAREST))
+    want = overlay(big, query_map(a, 1, 6, layer=2, head=1), query=(1, 6))
+    got = read(amap)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 2
+
+def test_attention_follows_the_click(client, photo):
+    f = handle_file(str(photo))
+    a1 = read(client.predict(f, 10, 10, 3, 'mean', api_name='/attention')[1])
+    a2 = read(client.predict(f, 370, 370, 3, 'mean', api_name='/attention')[1])
+    a3 = read(client.predict(f, 20, 20, 3, 'mean', api_name='/attention')[1])   # same patch (0, 0) as (10, 10)
+    assert (a1 != a2).any() and (a1 == a3).all()
+    r = client.predict(f, 200, 200, 3, 'rollout', api_name='/attention')
+    assert 'rollout' in r[2]
+
+@pytest.mark.parametrize('kind', ['rgba', 'gray', 'gray16', 'tiny', 'huge_jpeg', 'palette'])
+def test_uploads_of_any_size_and_mode(app, client, kind):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (90, 140, 3), np.uint8)
+    im = {'rgba': lambda: Image.fromarray(np.dstack([rgb, rng.integers(0, 255, (90, 140), np.uint8)]), 'RGBA'),
+          'gray': lambda: Image.fromarray(rgb[..., 0], 'L'),
+          'gray16': lambda: Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).convert('I;16'),
+          'tiny': lambda: Image.fromarray(rgb[:3, :5]),
+          'huge_jpeg': lambda: Image.fromarray(rgb).resize((2400, 1600)),
+          'palette': lambda: Image.fromarray(rgb).convert('P')}[kind]()
+    p = app['folder'] / f'upload_{kind}.{"jpg" if kind == "huge_jpeg" else "png"}'
+    im.save(p)
+    img, txt = client.predict(handle_file(str(p)), 'blockwise', 0.4, 4, 0, api_name='/mask')
+    assert read(img).shape == (VIEW, VIEW, 3) and 'patches masked' in txt
+    q, amap, _ = client.predict(handle_file(str(p)), 100, 100, 0, 'mean', api_name='/attention')
+    assert read(amap).shape == (VIEW, VIEW, 3)
+
+def test_clear_errors(app, client, photo):
+    bad = app['folder'] / 'notes.txt'
+    bad.write_text('this is not an image')
+    with pytest.raises(Exception, match='notes.txt is not an image'):
+        client.predict(handle_file(str(bad)), 'blockwise', 0.4, 4, 0, api_name='/mask')
+    with pytest.raises(Exception, match='seven is not in the list of choices'):   # Gradio checks the dropdown
+        client.predict(handle_file(str(photo)), 10, 10, 0, 'seven', api_name='/attention')
+    with pytest.raises(Exception, match='greater than maximum'):                  # and the sliders' ranges
+        client.predict(handle_file(str(photo)), 'blockwise', 1.5, 4, 0, api_name='/mask')
+    with pytest.raises(Exception, match='No image yet'):
+        client.predict(None, 10, 10, 0, 'mean', api_name='/attention')
+
+def test_cli_refuses_missing_checkpoint(tmp_path):
+    exe = Path(sys.executable).parent / 'beit-app'
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'beit_nb.app']
+    r = subprocess.run(cmd + ['--run', str(tmp_path / 'nothing')], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and 'no checkpoint' in (r.stdout + r.stderr)
