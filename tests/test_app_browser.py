@@ -8,49 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+sys.path.insert(0, str(Path(__file__).parent))
+from app_helpers import free_port, save_tiny_run, tiny_run_args, start_app, stop
+
 CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
         '--disable-sync', '--no-first-run']
-VOCAB = 64
 TIMEOUT = 60_000  # ms, per wait: the machine is small and shared
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def save_tiny_run(folder: Path):
-    "A random tiny BeitForMIM checkpoint and a random demo-sized dVAE tokenizer, saved the way users save theirs."
-    import torch, timm
-    import beit_nb.backbone  # registers the architectures
-    from beit_nb.checkpoint import save_beit_checkpoint
-    from beit_nb.tokenizer import DiscreteVAE, save_tokenizer
-    torch.manual_seed(0)
-    save_beit_checkpoint(timm.create_model('beit_tiny_patch8_64_8k_vocab', vocab_size=VOCAB), folder / 'beit_tiny.safetensors')
-    save_tokenizer(DiscreteVAE(image_size=32, num_tokens=VOCAB, codebook_dim=16, num_layers=2, hidden_dim=16), folder / 'tokenizer')
-    return ['--checkpoint', str(folder / 'beit_tiny.safetensors'), '--tokenizer', str(folder / 'tokenizer'),
-            '--run', str(folder / 'no_run')]
-
-def start_app(args, port, timeout=120):
-    exe = Path(sys.executable).parent / 'beit-app'
-    cmd = ([str(exe)] if exe.exists() else [sys.executable, '-m', 'beit_nb.app']) + list(args) + ['--port', str(port)]
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED='False', PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines, t0 = [], time.time()
-    while time.time() - t0 < timeout:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None: break
-            continue
-        lines.append(line)
-        m = re.search(r'Running on local URL:\s*(\S+)', line)
-        if m: return proc, m.group(1).rstrip('/') + '/'
-    proc.kill()
-    raise RuntimeError('beit-app did not start:\n' + ''.join(lines[-40:]))
-
-def stop(proc):
-    proc.terminate()
-    try: proc.wait(10)
-    except subprocess.TimeoutExpired: proc.kill()
 
 def img_src(page, elem_id):
     loc = page.locator(f'#{elem_id} img')
@@ -109,7 +73,7 @@ def drive(page, url, out=None, example=0):
 def app_url(tmp_path_factory):
     if not Path(CHROMIUM).exists(): pytest.skip(f'{CHROMIUM} is missing (Debian package chromium); no browser to drive')
     pytest.importorskip('playwright.sync_api')
-    proc, url = start_app(save_tiny_run(tmp_path_factory.mktemp('app_browser')), free_port())
+    proc, url, _ = start_app(tiny_run_args(*save_tiny_run(tmp_path_factory.mktemp('app_browser'))), free_port())
     yield url
     stop(proc)
 
@@ -140,7 +104,7 @@ if __name__ == '__main__':        # README screenshots: python tests/test_app_br
     if '--out' in argv: i = argv.index('--out'); out = argv[i + 1]; del argv[i:i + 2]
     example = 0
     if '--example' in argv: i = argv.index('--example'); example = int(argv[i + 1]); del argv[i:i + 2]
-    proc, url = start_app(argv, free_port())
+    proc, url, _ = start_app(argv, free_port())
     try:
         from playwright.sync_api import sync_playwright
         with sync_playwright() as p:

@@ -11,53 +11,18 @@ os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
 gradio_client = pytest.importorskip('gradio_client')
 from gradio_client import Client, handle_file
 
-VOCAB, VIEW = 64, 384
+sys.path.insert(0, str(Path(__file__).parent))
+from app_helpers import VOCAB, free_port, save_tiny_run, tiny_run_args, start_app, stop
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def save_tiny_run(folder: Path):
-    "A random tiny BeitForMIM checkpoint and a random demo-sized dVAE tokenizer, saved the way users save theirs."
-    import timm
-    import beit_nb.backbone  # registers the architectures
-    from beit_nb.checkpoint import save_beit_checkpoint
-    from beit_nb.tokenizer import DiscreteVAE, save_tokenizer
-    torch.manual_seed(0)
-    model = timm.create_model('beit_tiny_patch8_64_8k_vocab', vocab_size=VOCAB)
-    ckpt = folder / 'beit_tiny.safetensors'
-    save_beit_checkpoint(model, ckpt)
-    tok = DiscreteVAE(image_size=32, num_tokens=VOCAB, codebook_dim=16, num_layers=2, hidden_dim=16)
-    save_tokenizer(tok, folder / 'tokenizer')
-    return ckpt, folder / 'tokenizer'
-
-def start_app(ckpt, tok, port, extra=(), timeout=120):
-    exe = Path(sys.executable).parent / 'beit-app'
-    cmd = ([str(exe)] if exe.exists() else [sys.executable, '-m', 'beit_nb.app']) + [
-        '--checkpoint', str(ckpt), '--tokenizer', str(tok), '--port', str(port), '--run', str(Path(ckpt).parent / 'no_run'), *extra]
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED='False', PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines, t0 = [], time.time()
-    while time.time() - t0 < timeout:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None: break
-            continue
-        lines.append(line)
-        m = re.search(r'Running on local URL:\s*(\S+)', line)
-        if m: return proc, m.group(1).rstrip('/') + '/', lines
-    proc.kill()
-    raise RuntimeError('beit-app did not start:\n' + ''.join(lines[-40:]))
+VIEW = 384
 
 @pytest.fixture(scope='module')
 def app(tmp_path_factory):
     folder = tmp_path_factory.mktemp('app_client')
     ckpt, tok = save_tiny_run(folder)
-    proc, url, lines = start_app(ckpt, tok, free_port())
+    proc, url, lines = start_app(tiny_run_args(ckpt, tok), free_port())
     yield dict(url=url, ckpt=ckpt, tok=tok, folder=folder, lines=lines)
-    proc.terminate()
-    try: proc.wait(10)
-    except subprocess.TimeoutExpired: proc.kill()
+    stop(proc)
 
 @pytest.fixture(scope='module')
 def client(app): return Client(app['url'], verbose=False)
