@@ -1,7 +1,7 @@
 """transformers 4.x reads what `export_hf(layout='4.x')` writes (and 5.x reads it too, in the notebook).
 
 transformers 4.x cannot be installed next to the 5.x the project develops against, so this test runs only where a 4.x
-install is given as a directory to put on PYTHONPATH:
+install is given as a directory to put on PYTHONPATH. `make test` installs one into `.venv/hf4` and sets it; by hand:
 
     pip install --no-deps --target /tmp/hf4 "transformers==4.57.*" "tokenizers==0.22.*" "huggingface_hub<1.0"
     BEIT_NB_HF4=/tmp/hf4 pytest tests/test_checkpoint_hf4.py
