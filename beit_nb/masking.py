@@ -9,6 +9,7 @@ from __future__ import annotations
 import math, os, sys
 from typing import NamedTuple
 import numpy as np
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['Block', 'MaskingGenerator', 'RandomMaskingGenerator', 'collate_masks']
@@ -85,27 +86,41 @@ class Block(NamedTuple):
     allowed: int
     new: int
 
+def _rounds_to(h:int, w:int, t0:float, t1:float, r0:float, r1:float) -> bool:
+    "Whether an area `t ~ U(t0, t1)` and a ratio `r ~ logU(r0, r1)` give `round(√(t·r)) = h`, `round(√(t/r)) = w` with positive probability."
+    if t0 == t1 and r0 == r1: return (int(math.sqrt(t0 * r0) + .5), int(math.sqrt(t0 / r0) + .5)) == (h, w)
+    # in x = log t, y = log r: x in [X0, X1], y in [Y0, Y1], x + y in [P0, P1), x - y in [Q0, Q1): a polygon, non-empty?
+    X0, X1, Y0, Y1 = math.log(t0), math.log(t1), math.log(r0), math.log(r1)
+    P0, P1, Q0, Q1 = (2 * math.log(v) for v in (h - .5, h + .5, w - .5, w + .5))
+    if Y0 == Y1: return min(X1, P1 - Y0, Q1 + Y0) - max(X0, P0 - Y0, Q0 + Y0) > 1e-12
+    def gap(x): return min(Y1, P1 - x, x - Q0) - max(Y0, P0 - x, x - Q1)   # length of the y-interval at x: concave
+    xs = (X0, X1, P0 - Y0, Q1 + Y0, (P0 + Q1) / 2, P1 - Y1, Q0 + Y1, (P1 + Q0) / 2)  # its breakpoints and the ends
+    return max(gap(min(max(x, X0), X1)) for x in xs) > 1e-12
+
+# %% ../nbs/02_masking.ipynb #0f2c464c
 class MaskingGenerator(_Seeded):
-    "Blockwise masking (BEiT Algorithm 1): rectangles of ≥ `min_num_patches` patches until `num_masking_patches` are masked."
+    "Blockwise masking (BEiT Algorithm 1): random rectangles of about `min_num_patches` or more until `num_masking_patches` are masked."
     def __init__(self,
                  input_size=14,                 # patch grid: an int (square) or (height, width)
                  num_masking_patches:int=75,    # masking budget; a mask never has more
-                 min_num_patches:int=16,        # smallest block (the last blocks may be smaller, to fill the budget)
+                 min_num_patches:int=16,        # smallest target area of a block (the last blocks may be smaller, to fill the budget)
                  max_num_patches:int|None=None, # largest number of patches one block may add (None: the budget)
                  min_aspect:float=0.3,          # smallest aspect ratio h/w of a block
                  max_aspect:float|None=None,    # largest aspect ratio (None: 1/min_aspect)
-                 exact:bool=False,              # top up with random patches so every mask has exactly the budget
+                 exact:bool=False,              # grow the blocks so that every mask has exactly the budget
                  seed=None,                     # None, int, SeedSequence or numpy Generator
-                 strict:bool=True):             # rounded rectangles must obey min size and aspect (False: official rules)
+                 strict:bool=False):            # rounded blocks must have >= min_num_patches and h/w in range (False: official rules)
         self.height, self.width = _grid(input_size)
         self.num_patches = self.height * self.width
-        self.num_masking_patches = _check_budget(num_masking_patches, self.num_patches)
-        if not _is_int(min_num_patches) or min_num_patches < 1:
-            raise ValueError(f'min_num_patches: expected an int >= 1, got {min_num_patches!r}')
+        self.num_masking_patches = budget = _check_budget(num_masking_patches, self.num_patches)
+        if not _is_int(min_num_patches) or min_num_patches < 1 or budget and min_num_patches > budget:   # budget 0: masks empty on purpose
+            raise ValueError(f'min_num_patches: expected an int in [1, {budget}] (at most num_masking_patches={budget}: a larger '
+                             f'block never fits the budget, so every mask would be empty), got {min_num_patches!r}' if budget else
+                             f'min_num_patches: expected an int >= 1, got {min_num_patches!r}')
         self.min_num_patches = int(min_num_patches)
         if max_num_patches is not None and (not _is_int(max_num_patches) or max_num_patches < min_num_patches):
             raise ValueError(f'max_num_patches: expected None or an int >= min_num_patches={min_num_patches}, got {max_num_patches!r}')
-        self.max_num_patches = self.num_masking_patches if max_num_patches is None else int(max_num_patches)
+        self.max_num_patches = budget if max_num_patches is None else int(max_num_patches)
         if not isinstance(min_aspect, (int, float, np.number)) or not 0 < min_aspect < math.inf:
             raise ValueError(f'min_aspect: expected a finite number > 0, got {min_aspect!r}')
         max_aspect = 1 / min_aspect if max_aspect is None else max_aspect
@@ -116,63 +131,121 @@ class MaskingGenerator(_Seeded):
         for name, v in (('exact', exact), ('strict', strict)):
             if not isinstance(v, (bool, np.bool_)): raise ValueError(f'{name}: expected a bool, got {v!r}')
         self.exact, self.strict = bool(exact), bool(strict)
+        self._check_blocks_fit()
         self._nbytes = (self.width + 7) // 8
         self.reseed(seed)
 
     def __repr__(self):
         return (f'MaskingGenerator({self.height}×{self.width}, {self.num_masking_patches} of {self.num_patches} patches, '
                 f'blocks of {self.min_num_patches}..{self.max_num_patches}, aspect {self.min_aspect:.3g}..{self.max_aspect:.3g}'
-                f'{", exact" if self.exact else ""}{"" if self.strict else ", official rules"})')
+                f'{", exact" if self.exact else ""}{", strict" if self.strict else ""})')
 
-    def _blockwise(self, blocks=None):
-        "Algorithm 1 on a mask kept as one int bitmask per row; returns `(rows, count)` and appends `Block`s to `blocks`."
-        H, W, budget, lo, cap = self.height, self.width, self.num_masking_patches, self.min_num_patches, self.max_num_patches
-        la0, lad = self.log_aspect_ratio[0], self.log_aspect_ratio[1] - self.log_aspect_ratio[0]
-        strict = self.strict
-        rmin, rmax = self.min_aspect * (1 - 1e-9), self.max_aspect * (1 + 1e-9)   # float slack: 3 == 0.3 * 10
-        hmax, wmax = (H, W) if strict else (H - 1, W - 1)    # official: a block never spans the whole grid
-        sqrt, exp = math.sqrt, math.exp
-        rows, count = [0] * H, 0
-        buf, i = self._buf, self._i
-        while count < budget:
-            allowed = min(budget - count, cap)
-            need = lo if strict and allowed >= lo else 1      # full-size block while the budget allows one
-            delta = 0
-            for _ in range(10):                               # up to 10 tries per block, as in the official code
-                if i + 4 > len(buf): buf, i = self._refill(), 0
-                target = lo + (allowed - lo) * buf[i]         # U(min, allowed); reversed interval near the end
-                aspect = exp(la0 + lad * buf[i + 1])
-                h, w = int(sqrt(target * aspect) + 0.5), int(sqrt(target / aspect) + 0.5)
-                if 0 < h <= hmax and 0 < w <= wmax and (not strict or (h * w >= need and rmin * w <= h <= rmax * w)):
-                    top, left = int(buf[i + 2] * (H - h + 1)), int(buf[i + 3] * (W - w + 1))
-                    i += 4
-                    bits = ((1 << w) - 1) << left
-                    new = 0
-                    for r in range(top, top + h): new += (bits & ~rows[r]).bit_count()
-                    if 0 < new <= allowed:                    # count only newly masked patches; never overshoot
-                        for r in range(top, top + h): rows[r] |= bits
-                        delta = new
-                        if blocks is not None: blocks.append(Block(top, left, h, w, target, aspect, allowed, new))
-                        break
-                else: i += 2
-            if not delta: break                               # 10 failed tries: give up on the rest of the budget
-            count += delta
-        self._buf, self._i = buf, i
-        return rows, count
+# %% ../nbs/02_masking.ipynb #ad9bef34
+@patch
+def _block_sizes(self:MaskingGenerator, lo:int):
+    "Yield the sizes `(h, w)` a first block can take on the empty grid, with a minimum area `lo`."
+    H, W, A, r0, r1 = self.height, self.width, min(self.num_masking_patches, self.max_num_patches), self.min_aspect, self.max_aspect
+    hmax, wmax = (H, W) if self.strict else (H - 1, W - 1)           # official: h < height and w < width
+    for h in range(1, hmax + 1):
+        for w in range(max(1, int(lo / (h + .5) - .5)), min(wmax, A // h) + 1):   # (h+½)(w+½) > lo, h·w <= A
+            if self.strict and (h * w < lo or not r0 * (1 - 1e-9) <= h / w <= r1 * (1 + 1e-9)): continue
+            if _rounds_to(h, w, lo, A, r0, r1): yield h, w
 
-    def __call__(self, return_blocks:bool=False):
-        "A mask: bool `[height, width]`, True = masked. With `return_blocks`, also the list of placed `Block`s."
-        if os.getpid() != self._pid: self._new_process()
-        blocks = [] if return_blocks else None
-        rows, count = self._blockwise(blocks)
-        nb = self._nbytes
-        packed = np.frombuffer(b''.join([r.to_bytes(nb, 'little') for r in rows]), np.uint8).reshape(self.height, nb)
-        mask = np.unpackbits(packed, axis=1, count=self.width, bitorder='little').view(bool)
-        if self.exact and count < self.num_masking_patches:   # top up with random unmasked patches
-            flat = mask.reshape(-1)
-            free = np.flatnonzero(~flat)
-            flat[free[self.rng.permutation(len(free))[:self.num_masking_patches - count]]] = True
-        return (mask, blocks) if return_blocks else mask
+@patch
+def first_blocks(self:MaskingGenerator) -> list[tuple[int, int]]:
+    "The sizes `(h, w)` the first block of a mask takes with positive probability (it lands on the empty grid)."
+    return list(self._block_sizes(self.min_num_patches))
+
+@patch
+def _check_blocks_fit(self:MaskingGenerator):
+    "Raise if no first block can be placed (every mask would be empty), suggesting a `min_num_patches` that works."
+    lo, A = self.min_num_patches, min(self.num_masking_patches, self.max_num_patches)
+    if not self.num_masking_patches or next(self._block_sizes(lo), None): return
+    ok = next((m for m in range(lo - 1, 0, -1) if next(self._block_sizes(m), None)), None)
+    rule = (f'strict rules: area >= min_num_patches and h/w in [{self.min_aspect:.3g}, {self.max_aspect:.3g}]' if self.strict
+            else f'official rules: h < {self.height}, w < {self.width}, sampled h/w in [{self.min_aspect:.3g}, {self.max_aspect:.3g}]')
+    fix = (f'expected min_num_patches <= {ok}' if ok else 'no min_num_patches works: check input_size, min_aspect, max_aspect'
+           + ('' if self.strict else ', or pass strict=True (a block may then span the grid)'))
+    raise ValueError(f'min_num_patches={lo}: no block of {lo}..{A} patches fits the {self.height}×{self.width} grid '
+                     f'({rule}), so every mask would be empty; {fix}')
+
+# %% ../nbs/02_masking.ipynb #5642fb47
+@patch
+def _blockwise(self:MaskingGenerator, blocks=None):
+    "Algorithm 1 on a mask kept as one int bitmask per row; returns `(rows, count)` and appends `Block`s to `blocks`."
+    H, W, budget, lo, cap = self.height, self.width, self.num_masking_patches, self.min_num_patches, self.max_num_patches
+    la0, lad = self.log_aspect_ratio[0], self.log_aspect_ratio[1] - self.log_aspect_ratio[0]
+    strict = self.strict
+    rmin, rmax = self.min_aspect * (1 - 1e-9), self.max_aspect * (1 + 1e-9)   # float slack: 3 == 0.3 * 10
+    hmax, wmax = (H, W) if strict else (H - 1, W - 1)    # official: a block never spans the whole height or width
+    sqrt, exp = math.sqrt, math.exp
+    rows, count = [0] * H, 0
+    buf, i = self._buf, self._i
+    while count < budget:
+        allowed = min(budget - count, cap)
+        need = lo if strict and allowed >= lo else 1      # strict: full-size block while the budget allows one
+        delta = 0
+        for _ in range(10):                               # up to 10 tries per block, as in the official code
+            if i + 4 > len(buf): buf, i = self._refill(), 0
+            target = lo + (allowed - lo) * buf[i]         # U(min, allowed); reversed interval near the end
+            aspect = exp(la0 + lad * buf[i + 1])
+            h, w = int(sqrt(target * aspect) + 0.5), int(sqrt(target / aspect) + 0.5)
+            if 0 < h <= hmax and 0 < w <= wmax and (not strict or (h * w >= need and rmin * w <= h <= rmax * w)):
+                top, left = int(buf[i + 2] * (H - h + 1)), int(buf[i + 3] * (W - w + 1))
+                i += 4
+                bits = ((1 << w) - 1) << left
+                new = 0
+                for r in range(top, top + h): new += (bits & ~rows[r]).bit_count()
+                if 0 < new <= allowed:                    # count only newly masked patches; never overshoot
+                    for r in range(top, top + h): rows[r] |= bits
+                    delta = new
+                    if blocks is not None: blocks.append(Block(top, left, h, w, target, aspect, allowed, new))
+                    break
+            else: i += 2
+        if not delta: break                               # 10 failed tries: give up on the rest of the budget
+        count += delta
+    self._buf, self._i = buf, i
+    return rows, count
+
+# %% ../nbs/02_masking.ipynb #62828bb5
+@patch
+def __call__(self:MaskingGenerator, return_blocks:bool=False):
+    "A mask: bool `[height, width]`, True = masked. With `return_blocks`, also the list of placed `Block`s."
+    if os.getpid() != self._pid: self._new_process()
+    blocks = [] if return_blocks else None
+    rows, count = self._blockwise(blocks)
+    if self.exact and count < self.num_masking_patches: rows, count = self._grow(rows, count)
+    nb = self._nbytes
+    packed = np.frombuffer(b''.join([r.to_bytes(nb, 'little') for r in rows]), np.uint8).reshape(self.height, nb)
+    mask = np.unpackbits(packed, axis=1, count=self.width, bitorder='little').view(bool)
+    return (mask, blocks) if return_blocks else mask
+
+# %% ../nbs/02_masking.ipynb #882d1317
+@patch
+def _grow(self:MaskingGenerator, rows, count, grown=None):
+    "Top `rows` up to the budget: mask a random unmasked 4-neighbour of the mask, again and again; `grown` records `(row, col)`s."
+    H, W, full = self.height, self.width, (1 << self.width) - 1
+    buf, i = self._buf, self._i
+    if count == 0:                                        # no block was placed (rare): start from a random patch
+        if i >= len(buf): buf, i = self._refill(), 0
+        k = int(buf[i] * self.num_patches); i += 1
+        rows[k // W] |= 1 << k % W; count = 1
+        if grown is not None: grown.append((k // W, k % W))
+    while count < self.num_masking_patches:
+        # the frontier, row by row: unmasked patches with a masked patch left, right, above or below
+        front = [((r << 1 | r >> 1 | (rows[y - 1] if y else 0) | (rows[y + 1] if y + 1 < H else 0)) & full & ~r)
+                 for y, r in enumerate(rows)]
+        if i >= len(buf): buf, i = self._refill(), 0
+        k = int(buf[i] * sum(f.bit_count() for f in front)); i += 1   # pick the k-th frontier patch
+        for y, f in enumerate(front):
+            if k < (c := f.bit_count()): break
+            k -= c
+        for _ in range(k): f &= f - 1                     # drop the k lowest set bits
+        rows[y] |= f & -f
+        count += 1
+        if grown is not None: grown.append((y, (f & -f).bit_length() - 1))
+    self._buf, self._i = buf, i
+    return rows, count
 
 # %% ../nbs/02_masking.ipynb #63f25c8e
 class RandomMaskingGenerator(_Seeded):
