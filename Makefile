@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: demo test install check-export browser hf4 clean-venv
+.PHONY: demo test install check-export browser hf4 scipy113 clean-venv
 
 install: $(STAMP)
 
@@ -32,6 +32,15 @@ $(HF4)/.ok: | $(STAMP)
 	@rm -rf $(HF4); $(BIN)/python -m pip install -q --no-deps --target $(HF4) "transformers==4.57.*" "tokenizers==0.22.*" "huggingface_hub<1.0" \
 	  && touch $@ || echo "warning: could not install transformers 4.x; tests/test_checkpoint_hf4.py will be skipped"
 
+# SciPy 1.13 (the last with `interp2d`) beside the venv's SciPy, for tests/test_checkpoint_interp2d.py: the official
+# code's cubic resize of the relative position bias table, run as the official code runs it. Its own NumPy 2.2 comes
+# along (SciPy 1.13 supports NumPy < 2.3); only that test's subprocess puts the folder on PYTHONPATH.
+SCIPY113 := $(VENV)/scipy113
+scipy113: $(SCIPY113)/.ok
+$(SCIPY113)/.ok: | $(STAMP)
+	@rm -rf $(SCIPY113); $(BIN)/python -m pip install -q --no-deps --target $(SCIPY113) "scipy==1.13.*" "numpy==2.2.*" \
+	  && touch $@ || echo "warning: could not install SciPy 1.13; tests/test_checkpoint_interp2d.py will be skipped"
+
 # nbdev discipline: exporting and cleaning the notebooks must not change the committed tree.
 check-export: install
 	@before=$$(git status --porcelain); \
@@ -40,8 +49,9 @@ check-export: install
 	if [ "$$before" != "$$after" ]; then echo "nbdev-export/nbdev-clean changed the tree:"; git status --short; exit 1; fi; \
 	echo "nbdev-export and nbdev-clean leave the tree unchanged"
 
-test: install browser hf4 check-export
-	@if [ -f $(HF4)/.ok ]; then export BEIT_NB_HF4=$(abspath $(HF4)); fi; $(BIN)/python tools/run_tests.py
+test: install browser hf4 scipy113 check-export
+	@if [ -f $(HF4)/.ok ]; then export BEIT_NB_HF4=$(abspath $(HF4)); fi; \
+	if [ -f $(SCIPY113)/.ok ]; then export BEIT_NB_SCIPY113=$(abspath $(SCIPY113)); fi; $(BIN)/python tools/run_tests.py
 
 demo: install
 	$(BIN)/beit-demo --out runs/demo $(ARGS)

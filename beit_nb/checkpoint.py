@@ -11,7 +11,7 @@ import argparse, json, re, warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Mapping, NamedTuple
-import torch, torch.nn as nn
+import numpy as np, torch, torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
@@ -19,9 +19,10 @@ from timm.layers.interpolate import RegularGridInterpolator
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'HF_BLOCK_KEYS', 'HF_QKV', 'HF_KEY_BIAS', 'HF_BLOCK_PREFIX', 'HF_MODEL_KEYS', 'HF_HEAD_KEYS',
-           'detect_layout', 'hf_to_timm', 'timm_to_hf', 'to_timm', 'read_checkpoint', 'resize_pos_embed',
-           'table_offsets', 'resize_rel_pos_table', 'adapt_state_dict', 'LoadResult', 'load_beit_checkpoint',
-           'save_beit_checkpoint', 'hf_config', 'export_hf']
+           'HF_DEFAULT_EPS', 'RESIZE_MODES', 'detect_layout', 'hf_to_timm', 'timm_to_hf', 'to_timm', 'read_checkpoint',
+           'resize_pos_embed', 'table_offsets', 'resize_rel_pos_table', 'adapt_state_dict', 'LoadResult',
+           'get_layer_norm_eps', 'set_layer_norm_eps', 'load_beit_checkpoint', 'save_beit_checkpoint', 'hf_config',
+           'export_hf']
 
 # %% ../nbs/03b_checkpoints.ipynb #caddbd83
 LAYOUTS = ('official', 'timm', 'hf4', 'hf5')
@@ -155,6 +156,7 @@ def to_timm(sd:Mapping, layout:str|None=None) -> dict:
 _WRAPPERS = ('model', 'module', 'state_dict', 'model_state_dict')
 _PREFIXES = ('module.', '_orig_mod.')
 _HF_FILES = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json')
+HF_DEFAULT_EPS = 1e-12      # transformers' `BeitConfig.layer_norm_eps` default (the official code, timm and ours: 1e-6)
 
 def _is_tensor_map(d) -> bool:
     return isinstance(d, Mapping) and len(d) > 0 and all(isinstance(v, torch.Tensor) for v in d.values())
@@ -181,14 +183,21 @@ def _grid_from_hf_config(cfg:dict):
     img, p = [(v, v) if isinstance(v, int) else tuple(v) for v in (img, p)]
     return (img[0] // p[0], img[1] // p[1])
 
+def _hf_config_info(fn:Path) -> dict:
+    "Patch grid and LayerNorm eps from a Hugging Face `config.json` (absent eps: `BeitConfig`'s default, as HF reads it)."
+    cfg = json.loads(fn.read_text())
+    return dict(grid_size=_grid_from_hf_config(cfg), layer_norm_eps=float(cfg.get('layer_norm_eps', HF_DEFAULT_EPS)),
+                eps_source='config.json')
+
+# %% ../nbs/03b_checkpoints.ipynb #af7b8d08
 def read_checkpoint(src) -> tuple[dict, dict]:
-    "State dict (unwrapped, prefixes stripped) and info (`name`, `grid_size` when the file records it) from a path or mapping."
-    info = dict(name='state dict', grid_size=None)
+    "State dict (unwrapped, prefixes stripped) and info (`name`, and `grid_size`, `layer_norm_eps` when recorded) from a path or mapping."
+    info = dict(name='state dict', grid_size=None, layer_norm_eps=None, eps_source=None)
     if isinstance(src, (str, Path)):
         p = Path(src).expanduser(); info['name'] = str(p)
         if not p.exists(): raise FileNotFoundError(f'checkpoint {p} does not exist')
         if p.is_dir():
-            if (p/'config.json').exists(): info['grid_size'] = _grid_from_hf_config(json.loads((p/'config.json').read_text()))
+            if (p/'config.json').exists(): info.update(_hf_config_info(p/'config.json'))
             fn = next((p/n for n in _HF_FILES if (p/n).exists()), None)
             if fn is None: raise FileNotFoundError(f'{p}: a directory without any of {_HF_FILES}')
             if fn.name.endswith('.index.json'):
@@ -196,8 +205,10 @@ def read_checkpoint(src) -> tuple[dict, dict]:
                 for shard in sorted(set(json.loads(fn.read_text())['weight_map'].values())): obj.update(_load_file(p/shard)[0])
             else: obj = _load_file(fn)[0]
         else:
+            if p.name in _HF_FILES and (p.parent/'config.json').exists(): info.update(_hf_config_info(p.parent/'config.json'))
             obj, meta = _load_file(p)
             if 'grid_size' in meta: info['grid_size'] = tuple(int(v) for v in meta['grid_size'].split(','))
+            if 'layer_norm_eps' in meta: info.update(layer_norm_eps=float(meta['layer_norm_eps']), eps_source='metadata')
     elif isinstance(src, Mapping): obj = src
     else: raise TypeError(f'path_or_state_dict: expected a path or a mapping of tensors, got {type(src).__name__}')
     while not _is_tensor_map(obj):
@@ -233,20 +244,32 @@ def resize_pos_embed(pos_embed:torch.Tensor, new_grid, old_grid=None, num_prefix
     return resample_abs_pos_embed(pos_embed, new_size=list(new_grid), old_size=list(old_grid),
                                   num_prefix_tokens=num_prefix_tokens, interpolation='bicubic', antialias=down)
 
-def table_offsets(src:int, dst:int) -> torch.Tensor:
-    "Positions of the `src` offsets (−src//2 … src//2) of one table axis when the axis is resized to `dst` offsets."
+def table_offsets(src:int, dst:int, crop:bool=False) -> torch.Tensor:
+    "Positions of the `src` offsets (−src//2 … src//2) of one table axis resized to `dst` offsets, as the official code places them."
     n = src // 2
-    if dst <= src: return torch.arange(-n, n + 1, dtype=torch.float64)       # same size or smaller: stay put (crop)
+    if dst == src or (crop and dst < src): return torch.arange(-n, n + 1, dtype=torch.float64)   # kept (or cropped)
     lo, hi = 1.01, 1.5
-    while hi - lo > 1e-6:                        # the official search: ratio q with 1 + q + … + q^(n−1) ≈ dst//2
+    while hi - lo > 1e-6:      # the official search: ratio q with 1 + q + … + q^(n−1) ≈ dst//2 (→ 1.01 when shrinking)
         q = (lo + hi) / 2
         if (1 - q ** n) / (1 - q) > dst // 2: hi = q
         else: lo = q
     d = torch.tensor([q ** i for i in range(n)], dtype=torch.float64).cumsum(0)
     return torch.cat([-d.flip(0), d.new_zeros(1), d])
 
-def resize_rel_pos_table(table:torch.Tensor, new_grid, old_grid=None) -> torch.Tensor:
+# %% ../nbs/03b_checkpoints.ipynb #6b6116d4
+RESIZE_MODES = ('cubic', 'linear')
+
+def _cubic_on_grid(ys:np.ndarray, xs:np.ndarray, z:np.ndarray, ty:np.ndarray, tx:np.ndarray) -> np.ndarray:
+    "Interpolating bicubic spline through `z[len(ys), len(xs)]` (interp2d's gridded case), on the grid `ty × tx`, clamped."
+    from scipy.interpolate import RectBivariateSpline
+    if len(ys) == 1: ys, z = np.array([-1., 0., 1.]), np.repeat(z, 3, 0)   # a 1-wide axis: constant along it
+    if len(xs) == 1: xs, z = np.array([-1., 0., 1.]), np.repeat(z, 3, 1)
+    f = RectBivariateSpline(ys, xs, z, kx=min(3, len(ys) - 1), ky=min(3, len(xs) - 1), s=0)
+    return f(ty.clip(ys[0], ys[-1]), tx.clip(xs[0], xs[-1]))     # beyond the last source offset: its value
+
+def resize_rel_pos_table(table:torch.Tensor, new_grid, old_grid=None, mode:str='cubic') -> torch.Tensor:
     "Resize a relative position bias table `[(2h-1)(2w-1)+3, heads]` from window `old_grid` (default: square) to `new_grid`."
+    if mode not in RESIZE_MODES: raise ValueError(f"mode: expected one of {RESIZE_MODES}, got {mode!r}")
     new_grid = tuple(new_grid)
     if old_grid is None:
         old_grid = _table_grid(table.shape[0])
@@ -256,20 +279,25 @@ def resize_rel_pos_table(table:torch.Tensor, new_grid, old_grid=None) -> torch.T
     if (h, w) == (H, W): return table
     if table.shape[0] != (2 * h - 1) * (2 * w - 1) + 3:
         raise ValueError(f'a relative position table with {table.shape[0]} rows does not fit window {(h, w)}')
-    ys, xs = table_offsets(2 * h - 1, 2 * H - 1), table_offsets(2 * w - 1, 2 * W - 1)
-    ty, tx = torch.meshgrid(torch.arange(1. - H, H, dtype=torch.float64), torch.arange(1. - W, W, dtype=torch.float64),
-                            indexing='ij')
+    crop = mode == 'linear'                                 # timm's way: linear, and a shrinking axis is cropped
+    ys, xs = table_offsets(2 * h - 1, 2 * H - 1, crop), table_offsets(2 * w - 1, 2 * W - 1, crop)
+    ty, tx = torch.arange(1. - H, H, dtype=torch.float64), torch.arange(1. - W, W, dtype=torch.float64)
     body = table[:-3].detach().cpu().double().view(2 * h - 1, 2 * w - 1, -1)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', UserWarning)        # torch's notes on the interpolator's indexing
-        out = torch.stack([RegularGridInterpolator([ys, xs], body[..., k])([ty, tx]) for k in range(body.shape[-1])], -1)
+    if mode == 'cubic':
+        out = torch.from_numpy(np.stack([_cubic_on_grid(ys.numpy(), xs.numpy(), body[..., k].numpy(), ty.numpy(), tx.numpy())
+                                         for k in range(body.shape[-1])], -1))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)    # torch's notes on the interpolator's indexing
+            out = torch.stack([RegularGridInterpolator([ys, xs], body[..., k])(list(torch.meshgrid(ty, tx, indexing='ij')))
+                               for k in range(body.shape[-1])], -1)
     return torch.cat([out.reshape(-1, body.shape[-1]).to(table), table[-3:]])
 
 # %% ../nbs/03b_checkpoints.ipynb #40b84b7d
 _SHARED = 'rel_pos_bias.relative_position_bias_table'
 _PER_BLOCK = re.compile(r'blocks\.(\d+)\.attn\.relative_position_bias_table$')
 
-def adapt_state_dict(sd:Mapping, model:nn.Module, src_grid_size=None) -> dict:
+def adapt_state_dict(sd:Mapping, model:nn.Module, src_grid_size=None, rel_pos_mode:str='cubic') -> dict:
     "Fit a timm-named state dict to `model`: resize position embedding / bias tables / patch kernel, expand or share the bias."
     sd, tsd = dict(sd), model.state_dict()
     grid = tuple(model.patch_embed.grid_size)
@@ -284,7 +312,7 @@ def adapt_state_dict(sd:Mapping, model:nn.Module, src_grid_size=None) -> dict:
         elif k.endswith('relative_position_bias_table') and has_rel:
             if v.shape[0] == (2 * grid[0] - 1) * (2 * grid[1] - 1) + 3 and (known is None or known == grid): continue
             old = known if known and (2 * known[0] - 1) * (2 * known[1] - 1) + 3 == v.shape[0] else None
-            sd[k] = resize_rel_pos_table(v, grid, old)
+            sd[k] = resize_rel_pos_table(v, grid, old, mode=rel_pos_mode)
         elif k == 'patch_embed.proj.weight' and k in tsd and v.shape[-2:] != tsd[k].shape[-2:]:
             sd[k] = resample_patch_embed(v, list(tsd[k].shape[-2:]), interpolation='bicubic', antialias=True)
     per_t = [k for k in tsd if _PER_BLOCK.match(k)]
@@ -305,17 +333,53 @@ def adapt_state_dict(sd:Mapping, model:nn.Module, src_grid_size=None) -> dict:
     return sd
 
 # %% ../nbs/03b_checkpoints.ipynb #dd1b9661
-class LoadResult(NamedTuple):
-    missing: list
-    unexpected: list
+class _LoadLists(NamedTuple):
+    missing: list       # model keys the checkpoint did not fill (absent, or of another shape)
+    unexpected: list    # checkpoint keys the model has no place for
+
+class LoadResult(_LoadLists):
+    "`(missing, unexpected)` from `load_beit_checkpoint`, with its report: `layout`, `layer_norm_eps`, `eps_source`, `notes`."
+    layout:str|None = None; layer_norm_eps:float|None = None; eps_source:str|None = None; notes:tuple = ()
+    def __repr__(self):
+        return (f'LoadResult(missing={self.missing}, unexpected={self.unexpected}, layout={self.layout!r}, '
+                f'layer_norm_eps={self.layer_norm_eps!r} ({self.eps_source}))')
+
+def get_layer_norm_eps(model:nn.Module) -> float|None:
+    "The eps of `model`'s LayerNorms (None if it has none; an error if they differ)."
+    eps = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
+    if len(eps) > 1: raise ValueError(f'the LayerNorms of this {type(model).__name__} have different eps: {sorted(eps)}')
+    return eps.pop() if eps else None
+
+def set_layer_norm_eps(model:nn.Module, eps:float) -> int:
+    "Set `eps` on every LayerNorm of `model`; returns how many there are."
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    for m in norms: m.eps = float(eps)
+    return len(norms)
 
 def _fmt(names, n=20): return ', '.join(names[:n]) + (f', … and {len(names) - n} more' if len(names) > n else '')
 
-def load_beit_checkpoint(model:nn.Module, path_or_state_dict, strict:bool=True, src_grid_size=None) -> LoadResult:
+# %% ../nbs/03b_checkpoints.ipynb #421b4559
+def _eps_report(model:nn.Module, layout:str, info:dict, eps:float|None, source:str|None) -> tuple:
+    "Set the checkpoint's LayerNorm eps on `model` if known; (eps the model has now, its source, notes)."
+    old = sorted({m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)})
+    had = ', '.join(f'{e:g}' for e in old) or 'none'
+    if eps is not None:
+        n = set_layer_norm_eps(model, eps)
+        notes = [] if old == [eps] else [f'layer_norm_eps {eps:g} from {source}, set on {n} LayerNorms (the model had {had})']
+        return float(eps), source, notes
+    now = old[0] if len(old) == 1 else None
+    if layout in ('hf4', 'hf5'):
+        return now, 'unknown', [f'layer_norm_eps unknown (Hugging Face weights without their config.json; HF\'s default '
+                                f'is {HF_DEFAULT_EPS:g}, BEiT\'s 1e-6): the model keeps {had}; pass layer_norm_eps= to set it']
+    return now, 'not recorded', []                  # official and timm checkpoints: BEiT's 1e-6
+
+# %% ../nbs/03b_checkpoints.ipynb #ca78d812
+def load_beit_checkpoint(model:nn.Module, path_or_state_dict, strict:bool=True, src_grid_size=None,
+                         rel_pos_mode:str='cubic', layer_norm_eps:float|None=None, verbose:bool=True) -> LoadResult:
     "Load an official / timm / HF 4.x / HF 5.x BEiT checkpoint (path or state dict) into a timm `Beit` such as `BeitForMIM`."
     sd, info = read_checkpoint(path_or_state_dict)
     layout = detect_layout(sd)
-    sd = adapt_state_dict(to_timm(sd, layout), model, src_grid_size or info['grid_size'])
+    sd = adapt_state_dict(to_timm(sd, layout), model, src_grid_size or info['grid_size'], rel_pos_mode)
     tsd = model.state_dict()
     missing, unexpected = [k for k in tsd if k not in sd], [k for k in sd if k not in tsd]
     mismatched = [k for k in sd if k in tsd and sd[k].shape != tsd[k].shape]
@@ -329,15 +393,23 @@ def load_beit_checkpoint(model:nn.Module, path_or_state_dict, strict:bool=True, 
         raise ValueError('\n'.join(lines))
     if mismatched: warnings.warn(f'{info["name"]}: not loaded (shape mismatch): {_fmt(shapes)}')
     model.load_state_dict({k: v for k, v in sd.items() if k in tsd and k not in mismatched}, strict=False)
-    return LoadResult(missing + mismatched, unexpected)
+    given = layer_norm_eps is not None
+    r = LoadResult(missing + mismatched, unexpected)
+    r.layout = layout
+    r.layer_norm_eps, r.eps_source, r.notes = _eps_report(model, layout, info, layer_norm_eps if given else info['layer_norm_eps'],
+                                                          'argument' if given else info['eps_source'])
+    if verbose:
+        for n in r.notes: print(f'{info["name"]}: {n}')
+    return r
 
 def save_beit_checkpoint(model:nn.Module, path, metadata:dict|None=None) -> Path:
-    "Save `model.state_dict()` (timm/official names) as safetensors, recording the patch grid in the metadata."
+    "Save `model.state_dict()` (timm/official names) as safetensors, recording the patch grid and LayerNorm eps in the metadata."
     path = Path(path)
     if path.suffix != '.safetensors': raise ValueError(f'{path}: save_beit_checkpoint writes safetensors; name it *.safetensors')
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {'format': 'pt', 'layout': 'timm', 'arch': type(model).__name__}
     if hasattr(model, 'patch_embed'): meta['grid_size'] = ','.join(map(str, model.patch_embed.grid_size))
+    if len(eps := {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}) == 1: meta['layer_norm_eps'] = repr(eps.pop())
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(path), metadata=meta)
     return path
@@ -364,7 +436,7 @@ def hf_config(model:nn.Module) -> dict:
     cfg = dict(architectures=[arch], image_size=img[0] if img[0] == img[1] else list(img), patch_size=patch[0],
                num_channels=pe.proj.in_channels, hidden_size=model.embed_dim, num_hidden_layers=len(model.blocks),
                num_attention_heads=blk.attn.num_heads, intermediate_size=mlp.fc1.out_features, hidden_act='gelu',
-               layer_norm_eps=blk.norm1.eps, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0,
+               layer_norm_eps=get_layer_norm_eps(model), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, drop_path_rate=0.0,
                use_mask_token=hasattr(model, 'mask_token'), use_absolute_position_embeddings=model.pos_embed is not None,
                use_relative_position_bias=blk.attn.relative_position_bias_table is not None,
                use_shared_relative_position_bias=model.rel_pos_bias is not None,
