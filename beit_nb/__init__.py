@@ -8,7 +8,8 @@ Modules:
 - `beit_nb.checkpoint`: Official, timm and Hugging Face (4.x and 5.x) BEiT weights in and out of one model; relative position tables and position embeddings resized for a new resolution; a shared bias table expanded to every block.
 - `beit_nb.demo`: `make demo` runs this chapter's `main`: demo data → visual tokenizer → masked image modeling → a pretrained BEiT, with the numbers and pictures that say it worked, in a few minutes on two CPU cores.
 - `beit_nb.mim`: The MIM objective (cross-entropy over the visual tokens of the masked patches) and its accuracy, the VAE reading of section 2.4, token reconstructions through the tokenizer's decoder, the ablation targets of Table 4, and a tiny end-to-end run on CPU.
-- `beit_nb.pretrain`: Masked image modeling as a fastai `Learner`: the paper's recipe as defaults, mixed precision, data-parallel training on any number of processes through `accelerate`, and checkpoints that survive `kill -9`."""
+- `beit_nb.pretrain`: Masked image modeling as a fastai `Learner`: the paper's recipe as defaults, mixed precision, data-parallel training on any number of processes through `accelerate`, and checkpoints that survive `kill -9`.
+- `beit_nb.training`: The machinery every long run of this project shares — pretraining (05), fine-tuning (06), segmentation (07): a run configuration, a per-step schedule, data that can be resumed mid-epoch, `accelerate` for processes and precision, a guard against non-finite losses, atomic checkpoints and logs. Each piece is a fastai callback."""
 
 __version__ = "0.0.1"
 

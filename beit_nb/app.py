@@ -134,7 +134,8 @@ class Explorer:
         if mask_type == 'random': return RandomMaskingGenerator(self.grid, n, seed=seed)()
         mb = self.default_min_block if min_block is None else int(min_block)
         if mb < 1: raise gr.Error(f'min_block: expected an int >= 1, got {min_block!r}')
-        return MaskingGenerator(self.grid, n, min_num_patches=mb, seed=seed)()
+        try: return MaskingGenerator(self.grid, n, min_num_patches=min(mb, n), seed=seed)()   # no block beyond the budget
+        except ValueError as e: raise gr.Error(str(e)) from None
 
     def query_patch(self, x, y) -> tuple[int, int]:
         "Patch `(row, col)` under pixel `(x, y)` of the `view_size` pictures; the centre patch if x or y is None."
@@ -363,7 +364,8 @@ def open_model(checkpoint, model_name:str|None=None, **kwargs) -> nn.Module:
     model = timm.create_model(model_name, **kwargs)
     with warnings.catch_warnings():                              # shape mismatches are reported below, as an error
         warnings.simplefilter('ignore')
-        missing, unexpected = load_beit_checkpoint(model, sd, strict=False, src_grid_size=info['grid_size'])
+        missing, unexpected = load_beit_checkpoint(model, sd, strict=False, src_grid_size=info['grid_size'],
+                                                   layer_norm_eps=info.get('layer_norm_eps'))
     bad = [k for k in missing if not k.startswith(('lm_head', 'mask_token'))]
     if bad:
         raise ValueError(f'--checkpoint {checkpoint}: does not fit {model_name} ({len(bad)} weights missing or of another '

@@ -18,8 +18,7 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 # %% auto #0
-__all__ = ['SHAPE_CLASSES', 'TEXTURES', 'IMG_EXTENSIONS', 'IMAGENET_DEFAULT_MEAN', 'IMAGENET_DEFAULT_STD',
-           'IMAGENET_INCEPTION_MEAN', 'IMAGENET_INCEPTION_STD', 'Scenes', 'synthetic_scenes', 'to_rgb', 'load_image',
+__all__ = ['SHAPE_CLASSES', 'TEXTURES', 'IMG_EXTENSIONS', 'Scenes', 'synthetic_scenes', 'to_rgb', 'load_image',
            'UnlabeledImageFolder', 'ImageFolderDataset', 'write_demo_folders', 'BeitPretrainTransform', 'sample_photos']
 
 # %% ../nbs/00_data.ipynb #2627d24b
@@ -393,8 +392,7 @@ def write_demo_folders(root, n_train:int=600, n_val:int=120, size:int=64, seed:i
     return paths
 
 # %% ../nbs/00_data.ipynb #433182a4
-IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
 def _interp(name) -> InterpolationMode:
     if isinstance(name, InterpolationMode): return name

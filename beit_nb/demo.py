@@ -18,12 +18,12 @@ from fastcore.script import call_parse
 from .data import write_demo_folders, UnlabeledImageFolder, BeitPretrainTransform
 from .tokenizer import demo_tokenizer, save_tokenizer, evaluate_tokenizer, baseline_psnr
 from .masking import MaskingGenerator
-from .mim import reconstruct
-from .pretrain import (PretrainConfig, demo_config, pretrain, heldout_views, heldout_mim_accuracy, SeededSamples,
-                              list_checkpoints)
+from .mim import reconstruct, mask_overlay
+from .pretrain import PretrainConfig, demo_config, pretrain, heldout_views, heldout_mim_accuracy
+from .training import SeededSamples, list_checkpoints
 
 # %% auto #0
-__all__ = ['plot_loss', 'mask_overlay', 'plot_masks', 'plot_reconstructions', 'run_demo', 'main']
+__all__ = ['plot_loss', 'plot_masks', 'plot_reconstructions', 'run_demo', 'main']
 
 # %% ../nbs/11_demo.ipynb #2050ab7b
 def _smooth(y:np.ndarray, k:int) -> np.ndarray: return np.convolve(y, np.ones(k) / k, mode='valid') if len(y) >= k else y
@@ -49,13 +49,6 @@ def _to_img(t:torch.Tensor, mean=(0.5,) * 3, std=(0.5,) * 3) -> np.ndarray:
     x = t.detach().float().cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     return x.clamp(0, 1).permute(1, 2, 0).numpy()
 
-def mask_overlay(img:np.ndarray, mask:np.ndarray, grey:float=0.5, alpha:float=0.75) -> np.ndarray:
-    "`img` ([H,W,3] in [0,1]) with the patches of the patch-grid `mask` ([h,w] bool) greyed out."
-    h, w = mask.shape
-    up = np.kron(np.asarray(mask, bool), np.ones((img.shape[0] // h, img.shape[1] // w), bool))
-    out = img.copy(); out[up] = (1 - alpha) * out[up] + alpha * grey
-    return out
-
 def plot_masks(images, cfg:PretrainConfig, grid=(8, 8), n:int=6, seed:int=0):
     "Training samples of `images` (PIL): augmented view 1, its blockwise mask on the patch `grid`, and the tokenizer's view 2."
     tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter,
@@ -66,7 +59,7 @@ def plot_masks(images, cfg:PretrainConfig, grid=(8, 8), n:int=6, seed:int=0):
     for c in range(n):
         v1, v2, m = ds[c]
         img = _to_img(v1, tfm.mean, tfm.std)
-        for r, (pic, name) in enumerate([(img, 'view 1 (augmented)'), (mask_overlay(img, m), f'{int(m.sum())} masked'),
+        for r, (pic, name) in enumerate([(img, 'view 1 (augmented)'), (mask_overlay(img, m, alpha=0.75), f'{int(m.sum())} masked'),
                                          (v2.permute(1, 2, 0).numpy(), 'view 2 (tokenizer)')]):
             axs[r, c].imshow(pic); axs[r, c].set_xticks([]); axs[r, c].set_yticks([])
             if c == 0: axs[r, 0].set_ylabel(name, fontsize=9)
@@ -82,7 +75,7 @@ def plot_reconstructions(model, tok, images, cfg:PretrainConfig, n:int=8, seed:i
     out = reconstruct(model, tok, v1, v2, masks)
     hwc = lambda t: t.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     orig = hwc(v2)
-    cols = [('original', orig), ('masked input', np.stack([mask_overlay(a, m) for a, m in zip(orig, masks.numpy())])),
+    cols = [('original', orig), ('masked input', np.stack([mask_overlay(a, m, alpha=0.75) for a, m in zip(orig, masks.numpy())])),
             ('tokenizer', hwc(out['tokenizer_recon'])), ('BEiT prediction', hwc(out['mim_recon']))]
     fig, axs = plt.subplots(len(cols), len(v1), figsize=(1.5 * len(v1), 1.6 * len(cols)))
     for r, (name, ims) in enumerate(cols):
@@ -107,25 +100,21 @@ def _previous_run(out:Path, cfg:PretrainConfig, log) -> str|None:
         for f in out.glob(pat): f.unlink()
     return None
 
-def _free_threads() -> int:
-    "CPU threads for torch: all of them, or only those the machine's load leaves free (`OMP_NUM_THREADS` overrides)."
-    n = torch.get_num_threads()
-    if os.environ.get('OMP_NUM_THREADS'): return n
-    try: busy = os.getloadavg()[0]
-    except (OSError, AttributeError): return n
-    return max(1, min(n, round(len(os.sched_getaffinity(0)) - busy)))
-
 def run_demo(out='runs/demo', epochs:int=15, n_train:int=1200, n_val:int=200, seed:int=0, app:bool=False,
-             progress:bool|None=None, log=print) -> dict:
+             progress:bool|None=None, threads:int|None=None, log=print) -> dict:
     "Demo data → demo tokenizer → BEiT pretraining → held-out masked-token accuracy and figures, in the run folder `out`."
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f'--threads {threads}: expected a positive number of CPU threads')
     prev = torch.get_num_threads()
-    try: return _run_demo(Path(out), epochs, n_train, n_val, seed, app, progress, log)
+    try:
+        torch.set_num_threads(min(prev, threads or prev))      # the threads torch sees (OMP_NUM_THREADS, cores), capped
+        return _run_demo(Path(out), epochs, n_train, n_val, seed, app, progress, log)
     finally: torch.set_num_threads(prev)
 
 def _run_demo(out:Path, epochs, n_train, n_val, seed, app, progress, log) -> dict:
     out.mkdir(parents=True, exist_ok=True); t0 = time.time()
     el = lambda: f'({time.time() - t0:.0f} s)'
-    threads = _free_threads(); torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
 
     paths = write_demo_folders(out/'data', n_train=n_train, n_val=n_val, size=64, seed=seed)
     train_dir, val_dir = Path(paths['imagenet_train']), Path(paths['imagenet_val'])
@@ -138,7 +127,7 @@ def _run_demo(out:Path, epochs, n_train, n_val, seed, app, progress, log) -> dic
     cfg = demo_config(epochs=epochs, seed=seed)
     v2 = heldout_views(val, cfg)[1]
     q, base = evaluate_tokenizer(tok, v2), baseline_psnr(v2, tok.grid_size)
-    how = f'trained in {t_tok:.0f} s' if t_tok > 10 else 'loaded from its cache'
+    how = f'trained in {t_tok:.0f} s' if t_tok > 10 else 'the copy shipped with the package'
     log(f'[2/4] tokenizer ({how}): {tok.grid_size}x{tok.grid_size} tokens from a vocabulary of {tok.vocab_size}; on the held-out '
         f'scenes MSE {q["mse"]:.4f}, PSNR {q["psnr"]:.1f} dB (references: an {tok.grid_size}x{tok.grid_size} RGB blur '
         f'{base["blur"]:.1f} dB, the mean colour {base["mean_color"]:.1f} dB); {q["tokens_used"]} tokens in use {el()}')
@@ -182,7 +171,8 @@ def main(
     n_val:int=200,        # held-out scenes for the evaluation
     seed:int=0,           # seed of the data, the initialisation, the augmentations and the masks
     app:bool=False,       # open the Gradio explorer (beit-app) on the result when done
+    threads:int=None,     # cap on the CPU threads (default: all that torch sees, i.e. OMP_NUM_THREADS or the cores)
 ):
     "The main job: BEiT's whole pipeline on the bundled demo data, on CPU, in a few minutes."
-    try: run_demo(out, epochs=epochs, n_train=n_train, n_val=n_val, seed=seed, app=app)
+    try: run_demo(out, epochs=epochs, n_train=n_train, n_val=n_val, seed=seed, app=app, threads=threads)
     except (ValueError, FileNotFoundError, FileExistsError) as e: sys.exit(f'beit-demo: {e}')

@@ -17,8 +17,7 @@ from .tokenizer import tokenizer_views
 
 # %% auto #0
 __all__ = ['mim_labels', 'mim_loss', 'mim_accuracy', 'demo_views', 'encode_all', 'majority_baseline', 'vae_terms', 'reconstruct',
-           'mask_overlay', 'show_reconstructions', 'pixel_regression_target', 'pixel_regression_loss', 'evaluate_mim',
-           'fit_mim']
+           'mask_overlay', 'show_reconstructions', 'pixel_regression_target', 'pixel_regression_loss', 'evaluate_mim']
 
 # %% ../nbs/04_mim.ipynb #502476eb
 def _flat_mask(bool_masked_pos, name='bool_masked_pos') -> torch.Tensor:
@@ -280,53 +279,3 @@ def evaluate_mim(model, views, token_ids, masks, bs:int=64) -> dict:
             labels = token_ids[i:i + bs][m]
             tot += mim_loss(logits, labels, reduction='sum').item(); correct += (logits.argmax(-1) == labels).sum().item(); n += len(labels)
     return dict(loss=tot / n, accuracy=correct / n, n_masked=n, baseline=majority_baseline(token_ids[masks]))
-
-def _param_groups(model, weight_decay):
-    skip = set(getattr(model, 'no_weight_decay', lambda: set())())
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad: continue
-        (no_decay if p.ndim <= 1 or name in skip or name.endswith('.bias') or 'token' in name else decay).append(p)
-    return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.)]
-
-def fit_mim(model, views, token_ids, masker, steps:int=300, bs:int=32, lr:float=1e-3, weight_decay:float=0.05,
-            warmup:int=20, clip:float|None=3.0, eval_data=None, eval_every:int=25, seed:int=0,
-            return_all_tokens:bool=False, log=None) -> list:
-    "A plain PyTorch MIM loop (AdamW, warmup + cosine): fresh masks from `masker()` every step. Returns the history."
-    if len(views) != len(token_ids): raise ValueError(f'views ({len(views)}) and token_ids ({len(token_ids)}): expected one token grid per image')
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    token_ids = token_ids.flatten(1)
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else
-                                              0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
-    hist, run_loss, run_acc, t0 = [], None, None, time.time()
-    def record(step):
-        h = dict(step=step, loss=run_loss, acc=run_acc, lr=opt.param_groups[0]['lr'], time=time.time() - t0)
-        if eval_data is not None:
-            e = evaluate_mim(model, *eval_data); h.update(eval_loss=e['loss'], eval_acc=e['accuracy'])
-        hist.append(h)
-        if log: log(h)
-    if eval_data is not None: record(0)
-    model.train()
-    for step in range(1, steps + 1):
-        idx = torch.randint(len(views), (bs,), generator=g)
-        m = torch.from_numpy(np.stack([masker() for _ in range(bs)])).flatten(1)
-        ids = token_ids[idx]
-        if return_all_tokens:
-            logits = model(views[idx], bool_masked_pos=m, return_all_tokens=True)
-            loss = mim_loss(logits, ids)
-            logits = logits[m]
-        else:
-            logits = model(views[idx], bool_masked_pos=m)
-            loss = mim_loss(logits, ids, m)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip: torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step(); sched.step()
-        acc = mim_accuracy(logits.detach(), ids[m]).item()
-        run_loss = loss.item() if run_loss is None else 0.9 * run_loss + 0.1 * loss.item()
-        run_acc = acc if run_acc is None else 0.9 * run_acc + 0.1 * acc
-        if step % eval_every == 0 or step == steps: record(step)
-    model.eval()
-    return hist

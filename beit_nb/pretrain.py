@@ -7,21 +7,20 @@ Docs: https://beit-nb.github.io/beit_nb/pretrain.html.md"""
 
 # %% ../nbs/05_pretrain.ipynb #3eb905e6
 from __future__ import annotations
-import csv, hashlib, json, math, os, random, re, sys, time, warnings
-from contextlib import nullcontext
-from dataclasses import dataclass, asdict, fields, replace
+import json, math, random, sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch, torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 import timm
 from timm.optim import param_groups_weight_decay
 from fastcore.basics import noop
 from fastcore.script import call_parse
-from fastai.learner import Learner, AvgMetric, CancelBatchException, CancelBackwardException
-from fastai.callback.core import Callback, CancelValidException
+from fastai.learner import Learner, AvgMetric
+from fastai.callback.core import Callback, TrainEvalCallback
 from fastai.callback.progress import ProgressCallback
 from fastai.data.core import DataLoaders
 from fastai.optimizer import OptimWrapper
@@ -32,18 +31,18 @@ from .masking import MaskingGenerator
 import beit_nb.backbone  # registers the *_8k_vocab models in timm's registry
 from .checkpoint import save_beit_checkpoint
 from .mim import mim_loss, mim_accuracy, mim_labels
+from .training import (TrainConfig, global_batch, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler,
+                              SeededSamples, NoValidation, RunState, make_accelerator, NonFiniteLossError, load_resume_checkpoint,
+                              resume_position, restore_training_state, run_callbacks, write_run_config)
 
 # %% auto #0
-__all__ = ['CKPT_PATTERN', 'PretrainConfig', 'paper_config', 'demo_config', 'global_batch', 'scaled_lr', 'warmup_cosine',
-           'beit_param_groups', 'beit_adamw', 'ResumableSampler', 'SeededSamples', 'SceneImages', 'MIMCallback',
-           'resolve_mixed_precision', 'NonFiniteLossError', 'AcceleratedTraining', 'RunState', 'rng_states',
-           'set_rng_states', 'atomic_save', 'list_checkpoints', 'find_checkpoint', 'Checkpointer', 'RunLog',
-           'NoValidation', 'state_hash', 'TraceCallback', 'build_model', 'pretrain_learner', 'pretrain',
-           'heldout_views', 'heldout_mim_accuracy', 'main']
+__all__ = ['OFFICIAL_NO_DECAY', 'PretrainConfig', 'paper_config', 'demo_config', 'beit_param_groups', 'beit_adamw', 'SceneImages',
+           'MIMCallback', 'build_model', 'pretrain_learner', 'pretrain', 'heldout_views', 'heldout_mim_accuracy',
+           'main']
 
 # %% ../nbs/05_pretrain.ipynb #b73af731
 @dataclass
-class PretrainConfig:
+class PretrainConfig(TrainConfig):
     "Every number of the BEiT pretraining recipe; defaults are the paper's for `beit_base_patch16_224_8k_vocab`."
     model: str = 'beit_base_patch16_224_8k_vocab'
     depth: int | None = None              # override the model's number of blocks (tests, ablations)
@@ -55,38 +54,28 @@ class PretrainConfig:
     epochs: int = 800
     warmup_epochs: int = 10
     batch_size: int = 64                  # per process; the paper's 2048 is 16 GPUs × 128
-    accum_steps: int = 1                  # gradient accumulation: micro-batches per optimizer step
-    lr: float = 1.5e-3                    # peak lr at `base_batch`, scaled linearly with the real global batch
+    lr: float = 1.5e-3                    # peak lr, quoted at `base_batch`
     base_batch: int = 2048
-    min_lr: float = 1e-5
-    warmup_lr: float = 1e-6               # lr at step 0 (official `warmup_lr`)
-    weight_decay: float = 0.05
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    decay_mask_token_and_rel_pos: bool = True   # official: only 1-D params, biases, pos_embed and cls_token are exempt
     clip_grad: float | None = 3.0
     drop_path: float = 0.1
     layer_scale_init_value: float = 0.1   # 1e-5 for large; 0 = no layer scale
     shared_rel_pos_bias: bool = True
     abs_pos_emb: bool = False
-    imagenet_mean_std: bool = False       # normalise view 1 with ImageNet mean/std instead of 0.5/0.5
+    imagenet_mean_std: bool = True        # view 1 normalised with ImageNet mean/std (published command); False: 0.5/0.5
     color_jitter: float = 0.4
-    mixed_precision: str = 'auto'         # auto: bf16 on GPUs that have it, else fp16 with loss scaling; fp32 on CPU
-    compile: bool = False                 # torch.compile the model
-    seed: int = 0
-    num_workers: int = 8
-    save_every: int = 1000                # optimizer steps between checkpoints (0: at epoch ends only)
-    keep_checkpoints: int = 3             # newest checkpoints kept
-    max_nonfinite: int = 10               # stop after this many skipped non-finite steps
 
     def __post_init__(self):
-        for f in ('epochs', 'batch_size', 'accum_steps', 'base_batch', 'input_size', 'second_input_size'):
-            if not (isinstance(getattr(self, f), int) and getattr(self, f) > 0):
-                raise ValueError(f'PretrainConfig: {f} must be a positive int, got {getattr(self, f)!r}')
-        if not (isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0):
-            raise ValueError(f'PretrainConfig: warmup_epochs must be an int >= 0, got {self.warmup_epochs!r}')
-        if self.mixed_precision not in ('auto', 'no', 'fp16', 'bf16'):
-            raise ValueError(f"PretrainConfig: mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
+        super().__post_init__()
+        pos_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+        for f in ('input_size', 'second_input_size', 'num_mask_patches', 'min_num_patches'):
+            if not pos_int(getattr(self, f)): self._bad(f, 'a positive int')
+        if self.min_num_patches > self.num_mask_patches:   # Algorithm 1 could place no block: empty masks, NaN loss
+            self._bad('min_num_patches', f'<= num_mask_patches={self.num_mask_patches} (a smaller budget than the smallest '
+                      'block leaves every mask empty)')
+        if self.max_mask_patches_per_block is not None and not (pos_int(self.max_mask_patches_per_block)
+                                                                 and self.max_mask_patches_per_block >= self.min_num_patches):
+            self._bad('max_mask_patches_per_block', f'None or an int >= min_num_patches={self.min_num_patches}')
 
 def paper_config(model:str='beit_base_patch16_224_8k_vocab', **kw) -> PretrainConfig:
     "The paper's recipe for `model`: BEiT-large differs only in its layer-scale init (1e-5)."
@@ -97,77 +86,25 @@ def demo_config(**kw) -> PretrainConfig:
     "The recipe on the bundled demo scenes: tiny BEiT, 64 px, 8×8 patches, 512-token demo tokenizer, CPU-sized."
     d = dict(model='beit_tiny_patch8_64_8k_vocab', input_size=64, second_input_size=32, num_mask_patches=26,
              min_num_patches=4, epochs=20, warmup_epochs=2, batch_size=32, lr=1.5e-3, base_batch=32, drop_path=0.,
-             num_workers=0, save_every=50)
+             imagenet_mean_std=False, num_workers=0, save_every=50)
     return PretrainConfig(**{**d, **kw})
 
-# %% ../nbs/05_pretrain.ipynb #1d9960f0
-def global_batch(cfg:PretrainConfig, world_size:int=1) -> int:
-    "Images per optimizer step over all processes."
-    return cfg.batch_size * cfg.accum_steps * world_size
-
-def scaled_lr(cfg:PretrainConfig, world_size:int=1) -> float:
-    "The peak learning rate for the real global batch: `lr × global_batch / base_batch`."
-    return cfg.lr * global_batch(cfg, world_size) / cfg.base_batch
-
-def warmup_cosine(step:int, total_steps:int, warmup_steps:int, peak:float, final:float=1e-5, start:float=0.) -> float:
-    "Learning rate at optimizer step `step`: linear warmup `start→peak`, then cosine `peak→final` at `total_steps`."
-    if step < warmup_steps: return start + (peak - start) * step / warmup_steps
-    t = min(1., (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return final + 0.5 * (peak - final) * (1 + math.cos(math.pi * t))
-
 # %% ../nbs/05_pretrain.ipynb #98c8cf1d
-def beit_param_groups(model:nn.Module, weight_decay:float=0.05) -> list[dict]:
-    "Two AdamW groups: decayed weight matrices, and undecayed 1-D params, tokens, position embeddings and rel-pos tables."
-    skip = set(getattr(model, 'no_weight_decay', lambda: set())()) | {'mask_token', 'cls_token', 'pos_embed'}
+OFFICIAL_NO_DECAY = ('pos_embed', 'cls_token')   # what the official pretraining model's `no_weight_decay()` returns
+
+def beit_param_groups(model:nn.Module, weight_decay:float=0.05, decay_mask_token_and_rel_pos:bool=True) -> list[dict]:
+    "Two AdamW groups as the official `optim_factory`: no decay for 1-D params, biases, `pos_embed` and `cls_token`."
+    skip = set(OFFICIAL_NO_DECAY)
+    if not decay_mask_token_and_rel_pos:   # the stricter exemption: also the mask token and every rel-pos bias table
+        skip |= {'mask_token'} | {n for n, _ in model.named_parameters() if n.endswith('relative_position_bias_table')}
     return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
 
 def beit_adamw(model:nn.Module, cfg:PretrainConfig, lr:float) -> torch.optim.AdamW:
     "The paper's AdamW over `beit_param_groups`."
-    return torch.optim.AdamW(beit_param_groups(model, cfg.weight_decay), lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    groups = beit_param_groups(model, cfg.weight_decay, cfg.decay_mask_token_and_rel_pos)
+    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
 # %% ../nbs/05_pretrain.ipynb #dae903b0
-def _mix(*xs) -> int:
-    "A 63-bit seed from a tuple of values (stable across processes and Python versions)."
-    return int.from_bytes(hashlib.blake2b(repr(xs).encode(), digest_size=8).digest(), 'little') >> 1
-
-class ResumableSampler(Sampler):
-    "Per-epoch permutation from `(seed, epoch)`, dealt to `world_size` ranks in disjoint shards; a shard can start mid-way."
-    def __init__(self, n:int, rank:int=0, world_size:int=1, seed:int=0, shuffle:bool=True, multiple_of:int=1):
-        if n < world_size * multiple_of:
-            raise ValueError(f'{n} images cannot feed {world_size} process(es) with {multiple_of} images per optimizer step each')
-        self.n, self.rank, self.world_size, self.seed, self.shuffle = n, rank, world_size, seed, shuffle
-        self.epoch, self.start = 0, 0
-        self.per_rank = n // world_size // multiple_of * multiple_of   # every rank takes the same number of whole steps
-
-    def set_epoch(self, epoch:int, start:int=0):
-        "Epoch `epoch`, skipping the first `start` samples of this rank's shard."
-        self.epoch, self.start = epoch, start
-
-    def order(self) -> list[int]:
-        "The epoch's permutation of all `n` indices (the same on every rank)."
-        if not self.shuffle: return list(range(self.n))
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, 'order', self.epoch))).tolist()
-
-    def indices(self) -> list[int]:
-        "This rank's whole shard for the current epoch."
-        return self.order()[self.rank:self.per_rank * self.world_size:self.world_size]
-
-    def __iter__(self): return iter(self.indices()[self.start:])
-    def __len__(self): return self.per_rank - self.start
-
-class SeededSamples(Dataset):
-    "`transform(base[i])` with every random draw of sample `i` in epoch `e` seeded from `(seed, e, i)`."
-    def __init__(self, base, transform, seed:int=0):
-        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
-    def __len__(self): return len(self.base)
-    def set_epoch(self, epoch:int): self.epoch = epoch
-    def __getitem__(self, i):
-        s = _mix(self.seed, 'sample', self.epoch, int(i))
-        random.seed(s); np.random.seed(s % 2**32); torch.manual_seed(s)   # torchvision's crop/flip/jitter draw from torch
-        masking = getattr(self.transform, 'masking', None)
-        if hasattr(masking, 'reseed'): masking.reseed(s)
-        return self.transform(self.base[i])
-
 class SceneImages(Dataset):
     "The bundled synthetic scenes as PIL images (a stand-in for an image folder)."
     def __init__(self, n:int=2000, size:int=64, seed:int=0):
@@ -179,9 +116,9 @@ class SceneImages(Dataset):
 # %% ../nbs/05_pretrain.ipynb #3f86ea79
 class MIMCallback(Callback):
     "Turn `(view1, view2, mask)` into `xb=(view1, bool_masked_pos)`, `yb=(visual tokens of the masked patches,)`."
-    order = -5
-    def __init__(self, tokenizer:nn.Module, autocast_dtype:torch.dtype|None=None):
-        self.tokenizer, self.autocast_dtype = tokenizer, autocast_dtype
+    order = TrainEvalCallback.order + 5                     # after AcceleratedTraining has placed the model
+    def __init__(self, tokenizer:nn.Module):
+        self.tokenizer = tokenizer
         for p in tokenizer.parameters(): p.requires_grad_(False)
 
     def before_fit(self):
@@ -190,315 +127,11 @@ class MIMCallback(Callback):
     def before_batch(self):
         view1, view2 = self.learn.xb[:2]
         mask = self.learn.yb[0].flatten(1).bool()
-        ctx = torch.autocast(view2.device.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext()
-        with torch.no_grad(), ctx: labels = mim_labels(self.tokenizer, view2, mask)
+        with torch.no_grad(), torch.autocast(view2.device.type, enabled=False):   # labels in fp32, whatever encloses us
+            labels = mim_labels(self.tokenizer, view2.float(), mask)
         self.learn.xb, self.learn.yb = (view1, mask), (labels,)
 
-# %% ../nbs/05_pretrain.ipynb #e921a086
-def resolve_mixed_precision(mp:str='auto') -> str:
-    "`auto` → what `accelerate launch` was told, else `bf16` on a GPU that supports it, `fp16` on other GPUs, `no` on CPU."
-    if mp != 'auto': return mp
-    launcher = os.environ.get('ACCELERATE_MIXED_PRECISION')             # `accelerate launch --mixed_precision ...`
-    if launcher: return launcher
-    if not torch.cuda.is_available(): return 'no'
-    return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
-
-class NonFiniteLossError(RuntimeError): pass
-
-class AcceleratedTraining(Callback):
-    "DDP, autocast/loss scaling, accumulation, clipping and non-finite-loss skipping through an `accelerate.Accelerator`."
-    order = -10
-    def __init__(self, accelerator, clip_grad:float|None=3.0, accum_steps:int=1, max_nonfinite:int=10,
-                 compile:bool=False, inject_nan_batches=()):
-        self.accel, self.clip_grad, self.accum_steps, self.max_nonfinite = accelerator, clip_grad, accum_steps, max_nonfinite
-        self.compile, self.inject_nan_batches = compile, set(inject_nan_batches)
-        self.n_nonfinite, self.n_batches, self.skipped, self._ctx = 0, 0, False, None
-
-    def before_fit(self):
-        self.raw_model = self.learn.model
-        model, self.learn.opt.opt = self.accel.prepare(self.learn.model, self.learn.opt.opt)
-        self.learn.model = torch.compile(model) if self.compile else model
-
-    def before_batch(self):
-        self.skipped = False
-        if not self.training: return
-        rs = self.learn.cbs.filter(lambda c: isinstance(c, RunState))
-        b = rs[0].batch_in_epoch if rs else self.learn.iter
-        self.accel.gradient_state._set_sync_gradients((b + 1) % self.accum_steps == 0)
-        self._ctx = nullcontext() if self.accel.sync_gradients else self.accel.no_sync(self.learn.model)
-        self._ctx.__enter__()
-
-    def after_loss(self):
-        if not self.training: return
-        self.n_batches += 1
-        if self.n_batches in self.inject_nan_batches: self.learn.loss_grad = self.learn.loss_grad * float('nan')
-        bad = torch.tensor([0. if torch.isfinite(self.learn.loss_grad.detach()).all() else 1.], device=self.accel.device)
-        if self.accel.num_processes > 1: bad = self.accel.reduce(bad, 'sum')
-        if bad.item() == 0: return
-        self.n_nonfinite += 1; self.skipped = True
-        self.accel.print(f'non-finite loss at batch {self.n_batches}: step skipped ({self.n_nonfinite} so far)')
-        if self.n_nonfinite >= self.max_nonfinite:
-            raise NonFiniteLossError(f'{self.n_nonfinite} non-finite losses (limit max_nonfinite={self.max_nonfinite}): '
-                                     'stopping. Lower the learning rate, check the data, or resume from the last checkpoint.')
-        self.learn.opt.zero_grad()     # drop a half-accumulated gradient too (zeroed only on step boundaries)
-        self.learn.yb = ()             # fastai's Recorder and our logs ignore a batch without targets
-        raise CancelBatchException()
-
-    def before_backward(self):
-        self.accel.backward(self.learn.loss_grad)
-        raise CancelBackwardException()
-
-    def before_step(self):
-        if self.clip_grad and self.accel.sync_gradients:
-            self.learn.grad_norm = self.accel.clip_grad_norm_(self.learn.model.parameters(), self.clip_grad)
-
-    def after_batch(self):
-        if self._ctx is not None: self._ctx.__exit__(None, None, None); self._ctx = None
-
-    def after_fit(self):
-        self.learn.model = self.raw_model
-        opt = self.learn.opt.opt
-        self.learn.opt.opt = getattr(opt, 'optimizer', opt)    # the plain AdamW again, so that `fit` can be called again
-
-    @property
-    def stepped(self) -> bool:
-        "Did the optimizer step on this batch (accumulation boundary, not skipped, no fp16 overflow)?"
-        return not self.skipped and self.accel.sync_gradients and not self.learn.opt.opt.step_was_skipped
-
-# %% ../nbs/05_pretrain.ipynb #f4a3f22b
-class RunState(Callback):
-    "Absolute epoch / batch / optimizer-step counters, the per-step lr schedule, sampler position and per-batch seeding."
-    order = -20
-    def __init__(self, cfg:PretrainConfig, rank:int, sampler:ResumableSampler, dataset:SeededSamples, peak_lr:float,
-                 steps_per_epoch:int, start_epoch:int=0, batch_in_epoch:int=0, step:int=0):
-        self.cfg, self.rank, self.sampler, self.dataset, self.peak_lr = cfg, rank, sampler, dataset, peak_lr
-        self.steps_per_epoch, self.start_epoch, self.batch_in_epoch, self.step = steps_per_epoch, start_epoch, batch_in_epoch, step
-        self.total_steps, self.warmup_steps = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-
-    @property
-    def abs_epoch(self) -> int: return self.start_epoch + getattr(self.learn, 'epoch', 0)
-    @property
-    def batches_per_epoch(self) -> int: return self.steps_per_epoch * self.cfg.accum_steps
-    @property
-    def lr(self) -> float:
-        return warmup_cosine(self.step, self.total_steps, self.warmup_steps, self.peak_lr, self.cfg.min_lr, self.cfg.warmup_lr)
-
-    def before_train(self):
-        if self.learn.epoch > 0: self.batch_in_epoch = 0     # only the first epoch of a resumed run starts mid-way
-        self.sampler.set_epoch(self.abs_epoch, start=self.batch_in_epoch * self.cfg.batch_size)
-        self.dataset.set_epoch(self.abs_epoch)
-
-    def before_batch(self):
-        if not self.training: return
-        torch.manual_seed(_mix(self.cfg.seed, 'batch', self.abs_epoch, self.batch_in_epoch, self.rank))
-        self.learn.opt.set_hyper('lr', self.lr)
-
-    def after_batch(self):
-        if not self.training: return
-        self.batch_in_epoch += 1
-        tr = self.learn.cbs.filter(lambda c: isinstance(c, AcceleratedTraining))
-        if (tr[0].stepped if tr else True): self.step += 1
-
-# %% ../nbs/05_pretrain.ipynb #2ae01d8c
-CKPT_PATTERN = 'checkpoint-*.pt'
-
-def rng_states() -> dict:
-    "This process's Python, NumPy, torch (and CUDA) RNG states, in a `weights_only`-loadable form."
-    v, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    st = dict(python=[v, list(internal), gauss], numpy=[name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-              torch=torch.get_rng_state())
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    return st
-
-def set_rng_states(st:dict):
-    "Restore states saved by `rng_states`."
-    v, internal, gauss = st['python']; random.setstate((v, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = st['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)); torch.set_rng_state(st['torch'])
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-
-def atomic_save(obj, path):
-    "`torch.save` to a temporary file beside `path`, fsync, then rename over `path`."
-    path = Path(path); tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-
-def list_checkpoints(run_dir) -> list[Path]:
-    "Checkpoints in `run_dir`, newest (highest step) first."
-    key = lambda p: int(re.search(r'checkpoint-(\d+)', p.name).group(1))
-    return sorted(Path(run_dir).glob(CKPT_PATTERN), key=key, reverse=True)
-
-_CKPT_KEYS = {'model', 'optimizer', 'epoch', 'samples_in_epoch', 'step', 'rng', 'config'}
-
-def find_checkpoint(run_dir, log=print) -> tuple[Path, dict] | tuple[None, None]:
-    "The newest checkpoint in `run_dir` that loads and holds a full training state, skipping (and naming) bad ones."
-    for p in list_checkpoints(run_dir):
-        try:
-            ck = torch.load(p, map_location='cpu', weights_only=True)
-            missing = _CKPT_KEYS - set(ck)
-            if missing: raise ValueError(f'missing entries {sorted(missing)}')
-            return p, ck
-        except Exception as e:
-            log(f'checkpoint {p} is unusable ({type(e).__name__}: {str(e)[:200]}); falling back to the previous one')
-    return None, None
-
-class Checkpointer(Callback):
-    "Atomic checkpoints every `cfg.save_every` optimizer steps and at each epoch end (rank 0 writes; the newest `keep` stay)."
-    order = 50
-    def __init__(self, run_dir, accel, state:RunState, cfg:PretrainConfig):
-        self.run_dir, self.accel, self.state, self.cfg = Path(run_dir), accel, state, cfg
-        self.last_saved = None
-
-    def save(self):
-        from accelerate.utils import gather_object
-        st = self.state
-        if self.last_saved == st.step: return               # nothing new since the last save
-        self.last_saved = st.step
-        rngs = gather_object([rng_states()]) if self.accel.num_processes > 1 else [rng_states()]   # every rank's
-        if not self.accel.is_main_process: return
-        epoch, b = (st.abs_epoch + 1, 0) if st.batch_in_epoch >= st.batches_per_epoch else (st.abs_epoch, st.batch_in_epoch)
-        tr = self.learn.cbs.filter(lambda c: isinstance(c, AcceleratedTraining))[0]
-        ck = dict(model=tr.raw_model.state_dict(), optimizer=self.learn.opt.opt.state_dict(),
-                  scaler=(self.accel.scaler.state_dict() if self.accel.scaler is not None else {}),
-                  epoch=epoch, samples_in_epoch=b * self.cfg.batch_size * self.accel.num_processes, step=st.step,
-                  nonfinite=tr.n_nonfinite, rng=rngs, config=asdict(self.cfg), world_size=self.accel.num_processes,
-                  schedule=dict(peak_lr=st.peak_lr, total_steps=st.total_steps, warmup_steps=st.warmup_steps))
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save(ck, self.run_dir/f'checkpoint-{st.step:08d}.pt')
-        for old in list_checkpoints(self.run_dir)[self.cfg.keep_checkpoints:]: old.unlink(missing_ok=True)
-
-    def before_fit(self): self.last_saved = self.state.step
-    def after_batch(self):
-        st = self.state
-        if self.training and self.cfg.save_every and st.step % self.cfg.save_every == 0: self.save()
-    def after_train(self): self.save()
-
-# %% ../nbs/05_pretrain.ipynb #0fbe95dd
-def _truncate_csv(path:Path, key:str, upto:int):
-    "Keep the header and the rows of `path` whose `key` column is ≤ `upto`."
-    if not path.exists(): return
-    with open(path) as f: rows = list(csv.DictReader(f))
-    if not rows: return
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader()
-        w.writerows(r for r in rows if int(r[key]) <= upto)
-
-class RunLog(Callback):
-    "Per-step `steps.csv` and per-epoch `log.csv` (loss, masked accuracy, lr, img/s) from rank 0; optional TensorBoard."
-    order = 60
-    STEP_COLS = ['step', 'epoch', 'loss', 'accuracy', 'lr']
-    EPOCH_COLS = ['epoch', 'step', 'loss', 'accuracy', 'lr', 'img_per_s', 'seconds', 'nonfinite']
-    def __init__(self, run_dir, accel, state:RunState, tensorboard:bool=False, echo:bool=True):
-        self.run_dir, self.accel, self.state, self.tensorboard, self.echo = Path(run_dir), accel, state, tensorboard, echo
-        self.tb = None
-
-    def before_fit(self):
-        self.main = self.accel.is_main_process
-        if not self.main: return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_csv(self.run_dir/'steps.csv', 'step', self.state.step)
-        _truncate_csv(self.run_dir/'log.csv', 'epoch', self.state.start_epoch - 1)
-        if self.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(self.run_dir/'tensorboard'), purge_step=self.state.step)
-
-    def _append(self, name, cols, row):
-        p = self.run_dir/name; new = not p.exists()
-        with open(p, 'a', newline='') as f:
-            w = csv.DictWriter(f, fieldnames=cols)
-            if new: w.writeheader()
-            w.writerow(row)
-
-    def before_train(self):
-        self.sums = torch.zeros(4, dtype=torch.float64)   # this epoch: loss × n_masked, correct, n_masked, images
-        self.step_sums = torch.zeros(3, dtype=torch.float64)   # this optimizer step's micro-batches (rank 0's share)
-        self.t0 = time.time()
-
-    def after_batch(self):
-        if not self.training or not self.learn.yb: return   # a skipped batch has no targets left
-        labels = self.learn.yb[0]; n = labels.numel()
-        correct = (self.learn.pred.argmax(-1) == labels).sum().item()
-        loss = self.learn.loss.item()
-        self.sums += torch.tensor([loss * n, correct, n, self.learn.xb[0].shape[0]], dtype=torch.float64)
-        self.step_sums += torch.tensor([loss * n, correct, n], dtype=torch.float64)
-        tr = self.learn.cbs.filter(lambda c: isinstance(c, AcceleratedTraining))
-        if not (tr[0].stepped if tr else True): return
-        (l, c, n), self.step_sums = (self.step_sums / max(self.step_sums[2].item(), 1)).tolist(), torch.zeros(3, dtype=torch.float64)
-        if not self.main: return
-        lr = self.learn.opt.hypers[0]['lr']
-        self._append('steps.csv', self.STEP_COLS, dict(step=self.state.step, epoch=self.state.abs_epoch, loss=f'{l:.6f}',
-                                                       accuracy=f'{c:.4f}', lr=f'{lr:.4e}'))
-        if self.tb: self.tb.add_scalar('train/loss', l, self.state.step); self.tb.add_scalar('train/lr', lr, self.state.step)
-
-    def after_train(self):
-        tot = self.sums.to(self.accel.device)
-        if self.accel.num_processes > 1: tot = self.accel.reduce(tot, 'sum')
-        tot, secs = tot.cpu().tolist(), time.time() - self.t0
-        tr = self.learn.cbs.filter(lambda c: isinstance(c, AcceleratedTraining))
-        self.epoch_row = dict(epoch=self.state.abs_epoch, step=self.state.step, loss=f'{tot[0] / max(tot[2], 1):.5f}',
-                              accuracy=f'{tot[1] / max(tot[2], 1):.4f}', lr=f'{self.learn.opt.hypers[0]["lr"]:.3e}',
-                              img_per_s=f'{tot[3] / max(secs, 1e-9):.1f}', seconds=f'{secs:.1f}',
-                              nonfinite=tr[0].n_nonfinite if tr else 0)
-        if not self.main: return
-        self._append('log.csv', self.EPOCH_COLS, self.epoch_row)
-        if self.tb:
-            for k in ('loss', 'accuracy', 'img_per_s'): self.tb.add_scalar(f'epoch/{k}', float(self.epoch_row[k]), self.state.step)
-        if self.echo:
-            r = self.epoch_row
-            print(f'epoch {r["epoch"] + 1}/{self.state.cfg.epochs}  step {r["step"]}  loss {r["loss"]}  masked acc '
-                  f'{float(r["accuracy"]):.1%}  lr {r["lr"]}  {r["img_per_s"]} img/s  {r["seconds"]} s', flush=True)
-
-    def after_fit(self):
-        if self.tb: self.tb.close()
-
-class NoValidation(Callback):
-    "Pretraining has no validation set: skip fastai's validation pass."
-    def before_validate(self): raise CancelValidException()
-
-# %% ../nbs/05_pretrain.ipynb #f8dff8bf
-def state_hash(model:nn.Module) -> str:
-    "sha256 of a model's state dict (names, shapes and bytes)."
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode()); h.update(str(tuple(v.shape)).encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-class TraceCallback(Callback):
-    "Per-rank evidence for data-parallel training: samples read, local vs synchronised first gradient, final weight hash."
-    order = -15
-    def __init__(self, run_dir, accel, state:RunState, probe:str='lm_head.bias'):
-        self.run_dir, self.accel, self.state, self.probe = Path(run_dir), accel, state, probe
-        self.trace = dict(rank=accel.process_index, world_size=accel.num_processes, samples=[])
-
-    def _param(self):
-        tr = self.learn.cbs.filter(lambda c: isinstance(c, AcceleratedTraining))[0]
-        return dict(tr.raw_model.named_parameters())[self.probe]
-
-    def before_batch(self):
-        if not self.training: return
-        bs, st = self.state.cfg.batch_size, self.state
-        self.trace['samples'].append(st.sampler.indices()[st.batch_in_epoch * bs:(st.batch_in_epoch + 1) * bs])
-
-    def before_backward(self):
-        if 'local_grad' in self.trace: return
-        g, = torch.autograd.grad(self.learn.loss_grad, [self._param()], retain_graph=True)
-        self.trace['local_grad'] = g.flatten()[:32].tolist()
-
-    def after_step(self):
-        if 'synced_grad' not in self.trace: self.trace['synced_grad'] = self._param().grad.flatten()[:32].tolist()
-
-    def after_fit(self):
-        self.trace['weights_sha256'] = state_hash(self.learn.cbs.filter(lambda c: isinstance(c, AcceleratedTraining))[0].raw_model)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir/f'trace-rank{self.accel.process_index}.json').write_text(json.dumps(self.trace))
-
 # %% ../nbs/05_pretrain.ipynb #5994e22f
-_AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
-
 def _tokenizer(tokenizer, demo:bool):
     if isinstance(tokenizer, nn.Module): return tokenizer
     if tokenizer is not None:
@@ -524,96 +157,70 @@ def build_model(cfg:PretrainConfig, vocab_size:int) -> nn.Module:
         names = ', '.join(n for n in timm.list_models('beit_*') if n.endswith('_vocab'))
         raise ValueError(f'--model {cfg.model}: not a registered BEiT-for-MIM model; available: {names}') from None
 
-def _resume_position(ck:dict, cfg:PretrainConfig, world_size:int, steps_per_epoch:int, log) -> dict:
-    "Epoch, batch and step to continue from; exact when the global batch is the checkpoint's."
-    per_step = cfg.batch_size * world_size
-    b, rem = divmod(ck['samples_in_epoch'], per_step)
-    step = ck['step']
-    if global_batch(cfg, world_size) != global_batch(replace(cfg, **{k: ck['config'][k] for k in ('batch_size', 'accum_steps')}), ck['world_size']) or rem:
-        step = ck['epoch'] * steps_per_epoch + b // cfg.accum_steps
-        log(f'note: the checkpoint was written with another global batch ({ck["world_size"]} processes × '
-            f'{ck["config"]["batch_size"]} × {ck["config"]["accum_steps"]}); continuing at epoch {ck["epoch"]}, batch {b}, '
-            f'step {step} of the new schedule' + (f' ({rem} images of this epoch are read twice)' if rem else ''))
-    return dict(start_epoch=ck['epoch'], batch_in_epoch=b, step=step)
-
-def pretrain_learner(cfg:PretrainConfig, data=None, demo:bool=False, tokenizer=None, run_dir='runs/pretrain',
-                     resume:str|None=None, n_demo:int=2000, tensorboard:bool=False, progress:bool|None=None,
-                     inject_nan_batches=(), trace:bool=False) -> Learner:
-    "A fastai `Learner` for BEiT MIM pretraining of `cfg` on the image folder `data` (or the demo scenes)."
-    # inject_nan_batches (testing): 1-based batch numbers whose loss becomes NaN, as ints (every rank) or (rank, batch)
-    from accelerate import Accelerator
-    run_dir = Path(run_dir)
-    mp = resolve_mixed_precision(cfg.mixed_precision)
-    accel = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.accum_steps, cpu=not torch.cuda.is_available())
-    log = accel.print
-    if data is None and not demo: raise ValueError('pass --data IMAGE_FOLDER (ImageNet layout or any folder of images), or --demo')
-    if data is not None and not Path(data).is_dir(): raise FileNotFoundError(f'--data {data}: no such folder')
-    ck = None
-    if resume:
-        if resume == 'auto': path, ck = find_checkpoint(run_dir, log)
-        else:
-            path = Path(resume)
-            if not path.is_file(): raise FileNotFoundError(f'--resume {resume}: no such checkpoint file (or pass --resume auto)')
-            try: ck = torch.load(path, map_location='cpu', weights_only=True)
-            except Exception as e: raise ValueError(f'--resume {resume}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})') from None
-            if not isinstance(ck, dict) or _CKPT_KEYS - set(ck):
-                raise ValueError(f'--resume {resume}: not a beit-pretrain training checkpoint (expected entries {sorted(_CKPT_KEYS)})')
-        if ck is None: log(f'no usable checkpoint in {run_dir}: starting from scratch')
-    elif list_checkpoints(run_dir):
-        raise FileExistsError(f'{run_dir} already holds checkpoints ({list_checkpoints(run_dir)[0].name}, ...): pass '
-                              f'--resume auto to continue that run, or choose another --out')
-    torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
-
-    tok = _tokenizer(tokenizer, demo)
-    model = build_model(cfg, tok.vocab_size)
+def _check_fits(cfg:PretrainConfig, tok, model):
+    "The tokenizer's grid must be the model's patch grid, and the masking budget must fit it."
     grid = _grid(model)
     if (tok.grid_size, tok.grid_size) != grid or tok.input_size != cfg.second_input_size:
         raise ValueError(f'the tokenizer reads {tok.input_size} px into a {tok.grid_size}×{tok.grid_size} grid, but the model '
                          f'has a {grid[0]}×{grid[1]} patch grid and second_input_size={cfg.second_input_size}: they must match')
-    if ck is not None: model.load_state_dict(ck['model'])
+    if cfg.num_mask_patches > grid[0] * grid[1]:
+        raise ValueError(f'num_mask_patches={cfg.num_mask_patches}: the {grid[0]}×{grid[1]} patch grid has only '
+                         f'{grid[0] * grid[1]} patches (the paper masks 75 of 196, about 40%)')
 
+# %% ../nbs/05_pretrain.ipynb #93bc140e
+def _pretrain_data(cfg:PretrainConfig, data, grid, accel, n_demo:int):
+    "The masked two-view dataset and its loader, with a sampler that deals whole optimizer steps to every rank."
     masking = MaskingGenerator(grid, cfg.num_mask_patches, cfg.min_num_patches, max_num_patches=cfg.max_mask_patches_per_block, exact=True)
     tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter, masking=masking,
                                 imagenet_default_mean_and_std=cfg.imagenet_mean_std)
     base = SceneImages(n_demo, cfg.input_size, seed=cfg.seed) if data is None else UnlabeledImageFolder(data)
     ds = SeededSamples(base, tfm, cfg.seed)
-    sampler = ResumableSampler(len(ds), accel.process_index, accel.num_processes, cfg.seed,
-                               multiple_of=cfg.batch_size * cfg.accum_steps)
+    sampler = ResumableSampler(len(ds), accel.process_index, accel.num_processes, cfg.seed, multiple_of=cfg.batch_size * cfg.accum_steps)
     dl = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, num_workers=cfg.num_workers,
                     pin_memory=torch.cuda.is_available())
+    return ds, sampler, dl
+
+def pretrain_learner(cfg:PretrainConfig, data=None, demo:bool=False, tokenizer=None, run_dir='runs/pretrain',
+                     resume:str|None=None, n_demo:int=2000, tensorboard:bool=False, progress:bool|None=None,
+                     inject_nan_batches=(), trace:bool=False, kill_at_step:int|None=None) -> Learner:
+    "A fastai `Learner` for BEiT MIM pretraining of `cfg` on the image folder `data` (or the demo scenes)."
+    # testing: inject_nan_batches: 1-based batch numbers whose loss becomes NaN, as ints (every rank) or (rank, batch);
+    # trace: every rank writes trace-rank{N}.json; kill_at_step: SIGKILL in that step, between its log row and checkpoint
+    run_dir = Path(run_dir)
+    accel = make_accelerator(cfg); log = accel.print
+    if data is None and not demo: raise ValueError('pass --data IMAGE_FOLDER (ImageNet layout or any folder of images), or --demo')
+    if data is not None and not Path(data).is_dir(): raise FileNotFoundError(f'--data {data}: no such folder')
+    path, ck = load_resume_checkpoint(resume, run_dir, log, command='beit-pretrain')
+    torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
+
+    tok = _tokenizer(tokenizer, demo)
+    model = build_model(cfg, tok.vocab_size)
+    _check_fits(cfg, tok, model)
+    if ck is not None: model.load_state_dict(ck['model'])
+    ds, sampler, dl = _pretrain_data(cfg, data, _grid(model), accel, n_demo)
     steps_per_epoch = sampler.per_rank // (cfg.batch_size * cfg.accum_steps)
     peak = scaled_lr(cfg, accel.num_processes)
-
-    pos = {} if ck is None else _resume_position(ck, cfg, accel.num_processes, steps_per_epoch, log)
+    log(lr_derivation(cfg, accel.num_processes))
+    pos = {} if ck is None else resume_position(ck, cfg, accel.num_processes, steps_per_epoch, log)
     if ck is not None: log(f'resuming from {path}: epoch {pos["start_epoch"]}, batch {pos["batch_in_epoch"]}, step {pos["step"]}')
     state = RunState(cfg, accel.process_index, sampler, ds, peak, steps_per_epoch, **pos)
-    nan_here = [b if isinstance(b, int) else b[1] for b in inject_nan_batches if isinstance(b, int) or b[0] == accel.process_index]
-    training = AcceleratedTraining(accel, cfg.clip_grad, cfg.accum_steps, cfg.max_nonfinite, cfg.compile, nan_here)
+
     if progress is None: progress = sys.stdout.isatty()
     progress = progress and accel.is_main_process
-    cbs = [state, training, MIMCallback(tok, _AMP_DTYPES.get(mp)), Checkpointer(run_dir, accel, state, cfg),
-           RunLog(run_dir, accel, state, tensorboard, echo=not progress), NoValidation()]
-    if trace: cbs.append(TraceCallback(run_dir, accel, state))
-    learn = Learner(DataLoaders(dl, dl), model, loss_func=mim_loss, metrics=AvgMetric(mim_accuracy), lr=peak, cbs=cbs,
-                    path=run_dir, model_dir='.', opt_func=lambda _, lr: OptimWrapper(opt=beit_adamw(model, cfg, lr)))
+    cbs = run_callbacks(cfg, accel, state, run_dir, tensorboard, echo=not progress, inject_nan_batches=inject_nan_batches,
+                        trace_probe='lm_head.bias' if trace else None, kill_at_step=kill_at_step)
+    learn = Learner(DataLoaders(dl, dl), model, loss_func=mim_loss, metrics=AvgMetric(mim_accuracy), lr=peak,
+                    cbs=cbs + [MIMCallback(tok), NoValidation()], path=run_dir, model_dir='.',
+                    opt_func=lambda _, lr: OptimWrapper(opt=beit_adamw(model, cfg, lr)))
     learn.recorder.train_metrics, learn.recorder.valid_metrics = True, False
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
     learn.create_opt()
-    if ck is not None:
-        learn.opt.opt.load_state_dict(ck['optimizer'])
-        rngs = ck['rng']
-        set_rng_states(rngs[accel.process_index] if len(rngs) == accel.num_processes else rngs[0])
-        training.n_nonfinite = ck.get('nonfinite', 0)
-        if ck.get('scaler') and accel.scaler is not None: accel.scaler.load_state_dict(ck['scaler'])
-    learn.accelerator, learn.cfg, learn.run_state, learn.tokenizer = accel, cfg, state, tok
-    if accel.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir/'config.json').write_text(json.dumps(dict(asdict(cfg), world_size=accel.num_processes, mixed_precision_used=mp,
-                                                           distributed_type=str(accel.distributed_type).split('.')[-1],
-                                                           peak_lr=peak, global_batch=global_batch(cfg, accel.num_processes),
-                                                           steps_per_epoch=steps_per_epoch, n_images=len(ds)), indent=1))
+    if ck is not None: restore_training_state(learn, ck, accel)
+    learn.accelerator, learn.cfg, learn.tokenizer = accel, cfg, tok
+    write_run_config(run_dir, cfg, accel, state, n_images=len(ds))
     return learn
 
+# %% ../nbs/05_pretrain.ipynb #429f45ab
 def pretrain(cfg:PretrainConfig, **kw) -> Learner:
     "Build the pretraining `Learner`, train the epochs left, and save `model.safetensors` in the run folder (rank 0)."
     learn = pretrain_learner(cfg, **kw)
@@ -679,9 +286,11 @@ def main(
     accum_steps:int=None,          # gradient accumulation: micro-batches per optimizer step
     lr:float=None,                 # peak lr at --base-batch (paper: 1.5e-3 at 2048), scaled linearly with the real global batch
     base_batch:int=None,           # the batch --lr is quoted at
+    lr_scaling:str=None,           # linear (--lr × global batch / --base-batch) or none (--lr as given, as the official script)
     min_lr:float=None,             # lr at the end of the cosine (official: 1e-5)
-    warmup_lr:float=None,          # lr at step 0
-    weight_decay:float=None,       # AdamW weight decay on weight matrices (paper: 0.05)
+    warmup_lr:float=None,          # lr at step 0 (official pretraining: 0)
+    weight_decay:float=None,       # AdamW weight decay (paper: 0.05; not on 1-D params, biases, pos_embed, cls_token)
+    no_decay_mask_token_and_rel_pos:bool=False,  # also exempt the mask token and rel-pos bias tables (official: decayed)
     beta1:float=None,              # AdamW beta1 (0.9)
     beta2:float=None,              # AdamW beta2 (0.999)
     clip_grad:float=None,          # gradient-norm clipping (paper: 3.0; 0 = off)
@@ -694,7 +303,7 @@ def main(
     num_mask_patches:int=None,     # masked patches per image (paper: 75 of 196)
     min_num_patches:int=None,      # smallest masking block (paper: 16)
     color_jitter:float=None,       # colour jitter strength (0.4)
-    imagenet_mean_std:bool=False,  # normalise view 1 with ImageNet mean/std instead of 0.5/0.5
+    mean_std:str=None,             # view-1 normalisation: imagenet (the published command; --demo: half) or half (0.5/0.5)
     mixed_precision:str=None,      # auto | no | fp16 | bf16
     compile:bool=False,            # torch.compile the model
     seed:int=None,                 # seed of initialisation, data order, augmentation and masks
@@ -707,17 +316,23 @@ def main(
     no_progress:bool=False,        # no progress bar (one line per epoch instead)
     trace:bool=False,              # (testing) every rank writes trace-rank{N}.json: samples read, gradients, weight hash
     inject_nan:str=None,           # (testing) batches whose loss becomes NaN: '3,5' (every rank) or '1:3' (rank 1's batch 3)
+    kill_at_step:int=None,         # (testing) SIGKILL the run in this optimizer step, between its log row and checkpoint
 ):
     "BEiT masked-image-modeling pretraining (one process, or several with `accelerate launch -m beit_nb.pretrain`)."
     names = {f.name for f in fields(PretrainConfig)}
     args = dict(locals())
     given = {k: v for k, v in args.items() if k in names and v is not None and not isinstance(v, bool)}
-    given.update(shared_rel_pos_bias=not per_layer_rel_pos_bias, abs_pos_emb=abs_pos_emb, imagenet_mean_std=imagenet_mean_std, compile=compile)
+    given.update(shared_rel_pos_bias=not per_layer_rel_pos_bias, abs_pos_emb=abs_pos_emb, compile=compile)
+    if no_decay_mask_token_and_rel_pos: given['decay_mask_token_and_rel_pos'] = False
     try:
+        if mean_std is not None:
+            if mean_std not in ('imagenet', 'half'): raise ValueError(f'--mean-std {mean_std}: expected imagenet or half')
+            given['imagenet_mean_std'] = mean_std == 'imagenet'
         cfg = demo_config(**given) if demo else paper_config(**given)
         nan = [tuple(map(int, x.split(':'))) if ':' in x else int(x) for x in str(inject_nan).split(',')] if inject_nan else []
         pretrain(cfg, data=data, demo=demo, tokenizer=tokenizer, run_dir=out, resume=resume, n_demo=n_demo,
-                 tensorboard=tensorboard, progress=False if no_progress else None, trace=trace, inject_nan_batches=nan)
+                 tensorboard=tensorboard, progress=False if no_progress else None, trace=trace, inject_nan_batches=nan,
+                 kill_at_step=kill_at_step)
     except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
         msg = str(e)
         if msg.startswith('Exception occured in'): msg = msg.split('\n\t', 1)[-1]   # fastai's wrapper around a callback's error

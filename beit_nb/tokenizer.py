@@ -6,7 +6,7 @@ Docs: https://beit-nb.github.io/beit_nb/tokenizer.html.md"""
 
 # %% ../nbs/01_tokenizer.ipynb #10dc5348
 from __future__ import annotations
-import contextlib, hashlib, json, math, os, shutil, sys, tempfile, time, warnings
+import contextlib, hashlib, importlib.resources, json, math, os, shutil, sys, tempfile, time, warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -24,16 +24,18 @@ from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.learner import Learner, Metric
 from fastai.optimizer import Adam
-from fastai.torch_core import set_seed
+from fastai.torch_core import set_seed, no_random
+from filelock import FileLock
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 from dall_e import Encoder as DalleEncoder, Decoder as DalleDecoder, map_pixels, unmap_pixels
 from .data import synthetic_scenes, UnlabeledImageFolder
 
 # %% auto #0
-__all__ = ['DEMO_TOKENIZER_CONFIG', 'DEMO_TOKENIZER_TRAINING', 'Tokenizer', 'DalleTokenizer', 'convert_dalle_pickles', 'ResBlock',
-           'DiscreteVAE', 'load_official_dvae', 'TemperatureAnneal', 'kmeans_init_', 'DVAELoss', 'TokenPSNR',
-           'train_dvae', 'evaluate_tokenizer', 'baseline_psnr', 'save_tokenizer', 'load_tokenizer', 'tokenizer_views',
-           'demo_tokenizer_data', 'demo_tokenizer', 'train_tokenizer_cli']
+__all__ = ['DEMO_TOKENIZER_CONFIG', 'DEMO_TOKENIZER_TRAINING', 'SHIPPED_DEMO_TOKENIZER', 'Tokenizer', 'DalleTokenizer',
+           'convert_dalle_pickles', 'ResBlock', 'DiscreteVAE', 'load_official_dvae', 'TemperatureAnneal',
+           'kmeans_init_', 'DVAELoss', 'TokenPSNR', 'train_dvae', 'evaluate_tokenizer', 'baseline_psnr',
+           'save_tokenizer', 'load_tokenizer', 'tokenizer_views', 'demo_tokenizer_data', 'demo_tokenizer',
+           'train_tokenizer_cli']
 
 # %% ../nbs/01_tokenizer.ipynb #6e389f4b
 @runtime_checkable
@@ -564,49 +566,48 @@ def demo_tokenizer_data(n_train:int=2048, n_valid:int=256, scene_size:int=64, cr
 def _cache_root(cache_dir=None) -> Path:
     return Path(cache_dir or os.environ.get('BEIT_NB_CACHE') or Path.home() / '.cache' / 'beit_nb').expanduser()
 
-@contextlib.contextmanager
-def _preserve_rng():
-    "Restore the python, numpy and torch (CPU) random states afterwards."
-    import random
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try: yield
-    finally:
-        random.setstate(states[0]); np.random.set_state(states[1]); torch.set_rng_state(states[2])
-
-@contextlib.contextmanager
-def _file_lock(path:Path):
-    "Exclusive lock on `path` across processes (no-op where `fcntl` is unavailable)."
-    try: import fcntl
-    except ImportError: yield; return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, 'w') as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
-
 # %% ../nbs/01_tokenizer.ipynb #3fe9180b
+SHIPPED_DEMO_TOKENIZER = Path(str(importlib.resources.files('beit_nb')))/'assets'/'demo_tokenizer'   # package data
+
+@contextlib.contextmanager
+def _torch_threads(n:int):
+    "Run torch on `n` CPU threads inside the block."
+    prev = torch.get_num_threads(); torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(prev)
+
+def _demo_key(train_cfg) -> str:
+    key = json.dumps(dict(model=DEMO_TOKENIZER_CONFIG, train=train_cfg, version=_DEMO_VERSION), sort_keys=True)
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
+
+def _train_demo_tokenizer(train_cfg, progress=False) -> tuple[DiscreteVAE, dict]:
+    "Train the demo dVAE on one CPU thread (so the thread count cannot change the result); the model and its meta."
+    tc = dict(train_cfg)
+    train, valid = demo_tokenizer_data(tc.pop('n_train'), tc.pop('n_valid'), tc.pop('scene_size'), tc.pop('crop_fraction'), seed=tc['seed'])
+    t = time.time()
+    with no_random(tc['seed']), _torch_threads(1):       # seeded from the recipe; the caller's RNG states come back after
+        vae = DiscreteVAE(**DEMO_TOKENIZER_CONFIG)
+        learn = train_dvae(vae, train, valid, device='cpu', progress=progress, **tc)
+    names = learn.recorder.metric_names[1:-1]
+    return vae, dict(recipe=_demo_key(train_cfg), train_seconds=round(time.time() - t, 1), fit_seconds=round(learn.train_seconds, 1),
+                     history=[dict(epoch=i, **{k: round(float(v), 5) for k, v in zip(names, row)}) for i, row in enumerate(learn.recorder.values)],
+                     valid=evaluate_tokenizer(vae, valid), baselines=baseline_psnr(valid, vae.grid_size), training=train_cfg,
+                     threads=1, torch=torch.__version__)
+
 def demo_tokenizer(cache_dir=None, retrain:bool=False, progress:bool=False, **training) -> DiscreteVAE:
-    "The demo dVAE (32 px -> 8x8 tokens, vocab 512) trained on synthetic scenes; trained once (~1 min CPU), then loaded from the cache."
+    "The demo dVAE (32 px -> 8x8 tokens, vocab 512): the copy shipped with the package, or trained (~1 min CPU) and cached."
     train_cfg = dict(DEMO_TOKENIZER_TRAINING, **training)
     unknown = set(training) - set(DEMO_TOKENIZER_TRAINING)
     if unknown: raise TypeError(f'demo_tokenizer: unknown training options {sorted(unknown)}; known: {sorted(DEMO_TOKENIZER_TRAINING)}')
-    key = json.dumps(dict(model=DEMO_TOKENIZER_CONFIG, train=train_cfg, version=_DEMO_VERSION), sort_keys=True)
+    key, shipped = _demo_key(train_cfg), SHIPPED_DEMO_TOKENIZER
+    if not retrain and (shipped/'config.json').exists() and _read_config(shipped).get('meta', {}).get('recipe') == key:
+        return load_tokenizer(shipped)
     root = _cache_root(cache_dir)
-    folder = root / f'demo_tokenizer_{hashlib.sha1(key.encode()).hexdigest()[:10]}'
-    with _file_lock(root / f'{folder.name}.lock'):
+    folder = root / f'demo_tokenizer_{key}'
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(root / f'{folder.name}.lock'):             # parallel processes wait instead of training twice
         if (folder / 'config.json').exists() and not retrain: return load_tokenizer(folder)
-        tc = dict(train_cfg)
-        train, valid = demo_tokenizer_data(tc.pop('n_train'), tc.pop('n_valid'), tc.pop('scene_size'), tc.pop('crop_fraction'), seed=tc['seed'])
-        t = time.time()
-        with _preserve_rng():
-            set_seed(tc['seed'])
-            vae = DiscreteVAE(**DEMO_TOKENIZER_CONFIG)
-            learn = train_dvae(vae, train, valid, device='cpu', progress=progress, **tc)
-        names = learn.recorder.metric_names[1:-1]
-        meta = dict(train_seconds=round(time.time() - t, 1), fit_seconds=round(learn.train_seconds, 1),
-                    history=[dict(epoch=i, **{k: round(float(v), 5) for k, v in zip(names, row)}) for i, row in enumerate(learn.recorder.values)],
-                    valid=evaluate_tokenizer(vae, valid), baselines=baseline_psnr(valid, vae.grid_size),
-                    training=train_cfg, torch=torch.__version__)
+        vae, meta = _train_demo_tokenizer(train_cfg, progress)
         tmp_dir = Path(tempfile.mkdtemp(dir=root, prefix='.tmp_tok_'))
         save_tokenizer(vae, tmp_dir, meta=meta)
         if folder.exists(): shutil.rmtree(folder)
