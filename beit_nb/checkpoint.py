@@ -338,8 +338,9 @@ class _LoadLists(NamedTuple):
     unexpected: list    # checkpoint keys the model has no place for
 
 class LoadResult(_LoadLists):
-    "`(missing, unexpected)` from `load_beit_checkpoint`, with its report: `layout`, `layer_norm_eps`, `eps_source`, `notes`."
+    "`(missing, unexpected)` from `load_beit_checkpoint`, with its report: `layout`, `layer_norm_eps`, `eps_source`, `notes`, `initialised`, `dropped`."
     layout:str|None = None; layer_norm_eps:float|None = None; eps_source:str|None = None; notes:tuple = ()
+    initialised:tuple = (); dropped:tuple = ()
     def __repr__(self):
         return (f'LoadResult(missing={self.missing}, unexpected={self.unexpected}, layout={self.layout!r}, '
                 f'layer_norm_eps={self.layer_norm_eps!r} ({self.eps_source}))')
@@ -381,7 +382,12 @@ def load_beit_checkpoint(model:nn.Module, path_or_state_dict, strict:bool=True, 
     layout = detect_layout(sd)
     sd = adapt_state_dict(to_timm(sd, layout), model, src_grid_size or info['grid_size'], rel_pos_mode)
     tsd = model.state_dict()
-    missing, unexpected = [k for k in tsd if k not in sd], [k for k in sd if k not in tsd]
+    # a classifier (head, fc_norm) the checkpoint lacks or sized for other classes starts fresh; one the model lacks is dropped
+    is_head = lambda k: k.startswith(('head.', 'fc_norm.'))
+    fresh = [k for k in tsd if is_head(k) and (k not in sd or sd[k].shape != tsd[k].shape)]
+    dropped = [k for k in sd if is_head(k) and (k not in tsd or sd[k].shape != tsd[k].shape)]
+    sd = {k: v for k, v in sd.items() if k not in dropped}
+    missing, unexpected = [k for k in tsd if k not in sd and k not in fresh], [k for k in sd if k not in tsd]
     mismatched = [k for k in sd if k in tsd and sd[k].shape != tsd[k].shape]
     shapes = [f'{k} checkpoint {tuple(sd[k].shape)} vs model {tuple(tsd[k].shape)}' for k in mismatched]
     if strict and (missing or unexpected or mismatched):
@@ -394,10 +400,12 @@ def load_beit_checkpoint(model:nn.Module, path_or_state_dict, strict:bool=True, 
     if mismatched: warnings.warn(f'{info["name"]}: not loaded (shape mismatch): {_fmt(shapes)}')
     model.load_state_dict({k: v for k, v in sd.items() if k in tsd and k not in mismatched}, strict=False)
     given = layer_norm_eps is not None
-    r = LoadResult(missing + mismatched, unexpected)
-    r.layout = layout
+    r = LoadResult(missing + mismatched + fresh, unexpected)
+    r.layout, r.initialised, r.dropped = layout, fresh, dropped
     r.layer_norm_eps, r.eps_source, r.notes = _eps_report(model, layout, info, layer_norm_eps if given else info['layer_norm_eps'],
                                                           'argument' if given else info['eps_source'])
+    if fresh: r.notes = (*r.notes, f'newly initialised (not in the checkpoint, or for another number of classes): {_fmt(fresh)}')
+    if dropped: r.notes = (*r.notes, f'dropped from the checkpoint (a classifier this model does not have, or for another number of classes): {_fmt(dropped)}')
     if verbose:
         for n in r.notes: print(f'{info["name"]}: {n}')
     return r
@@ -450,7 +458,11 @@ def export_hf(model:nn.Module, path, layout:str='5.x') -> Path:
     "Write `model` as a Hugging Face BEiT directory: `model.safetensors` (5.x or 4.x key names) and `config.json`."
     layout = _norm_layout(layout)
     cfg = hf_config(model)
-    sd = timm_to_hf(model.state_dict(), layout)
+    sd = model.state_dict()
+    if 'lm_head.weight' in sd and (extra := [k for k in sd if k.startswith(('head.', 'fc_norm.'))]):   # HF's MIM model has no classifier
+        warnings.warn(f'export_hf: BeitForMaskedImageModeling has no classifier; not exported: {_fmt(extra)}')
+        sd = {k: v for k, v in sd.items() if k not in extra}
+    sd = timm_to_hf(sd, layout)
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, str(path/'model.safetensors'), metadata={'format': 'pt'})
     try:
