@@ -29,7 +29,7 @@ from .attention import (get_attention, attention_modules, query_map, overlay, sq
 
 # %% auto #0
 __all__ = ['HEAD_CHOICES', 'DEFAULT_MODEL', 'image_input', 'Explorer', 'example_images', 'build_app', 'serve', 'find_run_files',
-           'checkpoint_meta', 'open_tokenizer', 'open_model', 'main']
+           'checkpoint_meta', 'open_tokenizer', 'open_model', 'beit_app']
 
 # %% ../nbs/09_app.ipynb #cd2394b8
 def _readable_upload_errors(preprocess):
@@ -375,7 +375,7 @@ def open_model(checkpoint, model_name:str|None=None, **kwargs) -> nn.Module:
 
 # %% ../nbs/09_app.ipynb #f90e6357
 @call_parse
-def main(checkpoint:str=None,          # BEiT weights: ours (safetensors), official unilm, timm or Hugging Face (default: newest in --run)
+def beit_app(checkpoint:str=None,          # BEiT weights: ours (safetensors), official unilm, timm or Hugging Face (default: newest in --run)
          tokenizer:str=None,           # tokenizer: a save_tokenizer folder, a DALL-E folder (encoder.pkl, decoder.pkl) or 'demo' (default: --run's)
          run:str='runs/demo',          # run folder to take the default checkpoint and tokenizer from
          model:str=None,               # timm name of the checkpoint's architecture (default: from the checkpoint, else the demo's)

@@ -1,4 +1,4 @@
-"""`make demo` runs this chapter's `main`: demo data → visual tokenizer → masked image modeling → a pretrained BEiT,
+"""`make demo` runs this chapter's `beit_demo`: demo data → visual tokenizer → masked image modeling → a pretrained BEiT,
 with the numbers and pictures that say it worked, in a few minutes on two CPU cores.
 
 Docs: https://beit-nb.github.io/beit_nb/demo.html.md"""
@@ -23,7 +23,7 @@ from .pretrain import PretrainConfig, demo_config, pretrain, heldout_views, held
 from .training import SeededSamples, list_checkpoints
 
 # %% auto #0
-__all__ = ['plot_loss', 'plot_masks', 'plot_reconstructions', 'run_demo', 'main']
+__all__ = ['plot_loss', 'plot_masks', 'plot_reconstructions', 'run_demo', 'beit_demo']
 
 # %% ../nbs/11_demo.ipynb #2050ab7b
 def _smooth(y:np.ndarray, k:int) -> np.ndarray: return np.convolve(y, np.ones(k) / k, mode='valid') if len(y) >= k else y
@@ -152,11 +152,11 @@ def _run_demo(out:Path, epochs, n_train, n_val, seed, app, progress, log) -> dic
     ckpt, tokdir = out/'model.safetensors', out/'tokenizer'
     cmd = f'beit-app --checkpoint {ckpt} --tokenizer {tokdir}'
     if app:
-        try: from beit_nb.app import main as app_main
+        try: from beit_nb.app import beit_app
         except ImportError as e: log(f'the app is not available ({e}); install the app extra: pip install -e ".[app]"')
         else:
             log(f'done in {time.time() - t0:.0f} s. Starting the explorer: {cmd}')
-            app_main(checkpoint=str(ckpt), tokenizer=str(tokdir))
+            beit_app(checkpoint=str(ckpt), tokenizer=str(tokdir))
     elif importlib.util.find_spec('beit_nb.app') is not None:
         log(f'done in {time.time() - t0:.0f} s. Explore the model: {cmd}   (or: make demo ARGS=--app)')
     else: log(f'done in {time.time() - t0:.0f} s.')
@@ -164,7 +164,7 @@ def _run_demo(out:Path, epochs, n_train, n_val, seed, app, progress, log) -> dic
 
 # %% ../nbs/11_demo.ipynb #2e6a684e
 @call_parse
-def main(
+def beit_demo(
     out:str='runs/demo',  # run folder: data, tokenizer, checkpoints, logs, figures
     epochs:int=15,        # pretraining epochs
     n_train:int=1200,     # training scenes

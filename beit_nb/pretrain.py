@@ -7,7 +7,8 @@ Docs: https://beit-nb.github.io/beit_nb/pretrain.html.md"""
 
 # %% ../nbs/05_pretrain.ipynb #3eb905e6
 from __future__ import annotations
-import json, math, random, sys
+import json, math, random, sys, warnings
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # raised by fastai.layers at import
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -38,7 +39,7 @@ from .training import (TrainConfig, global_batch, scaled_lr, lr_derivation, warm
 # %% auto #0
 __all__ = ['OFFICIAL_NO_DECAY', 'PretrainConfig', 'paper_config', 'demo_config', 'beit_param_groups', 'beit_adamw', 'SceneImages',
            'MIMCallback', 'build_model', 'pretrain_learner', 'pretrain', 'heldout_views', 'heldout_mim_accuracy',
-           'main']
+           'beit_pretrain']
 
 # %% ../nbs/05_pretrain.ipynb #b73af731
 @dataclass
@@ -272,7 +273,7 @@ def heldout_mim_accuracy(model:nn.Module, tokenizer:nn.Module, images, cfg:Pretr
 
 # %% ../nbs/05_pretrain.ipynb #0c8384e6
 @call_parse
-def main(
+def beit_pretrain(
     data:str=None,                 # image folder to pretrain on (ImageNet layout `train/<class>/*.jpg`, or any folder of images)
     demo:bool=False,               # the bundled synthetic scenes and the demo recipe (`demo_config`) instead of --data
     tokenizer:str=None,            # tokenizer folder (beit_nb.tokenizer.save_tokenizer / convert_dalle_pickles); --demo: the demo's

@@ -35,7 +35,7 @@ __all__ = ['DEMO_TOKENIZER_CONFIG', 'DEMO_TOKENIZER_TRAINING', 'SHIPPED_DEMO_TOK
            'convert_dalle_pickles', 'ResBlock', 'DiscreteVAE', 'load_official_dvae', 'TemperatureAnneal',
            'kmeans_init_', 'DVAELoss', 'TokenPSNR', 'train_dvae', 'evaluate_tokenizer', 'baseline_psnr',
            'save_tokenizer', 'load_tokenizer', 'tokenizer_views', 'demo_tokenizer_data', 'demo_tokenizer',
-           'train_tokenizer_cli']
+           'beit_train_tokenizer']
 
 # %% ../nbs/01_tokenizer.ipynb #6e389f4b
 @runtime_checkable
@@ -630,7 +630,7 @@ class _Subset(torch.utils.data.Dataset):
     def __getitem__(self, i): return self.transform(self.ds[self.idx[i]])
 
 @call_parse
-def train_tokenizer_cli(
+def beit_train_tokenizer(
     data:str,                     # folder of images to train on (searched recursively)
     out:str,                      # output folder for the tokenizer (config.json + model.safetensors)
     image_size:int=32,            # input size in pixels (the tokenizer view: 112 in BEiT, 32 in the demo)

@@ -8,7 +8,8 @@ Docs: https://beit-nb.github.io/beit_nb/training.html.md"""
 
 # %% ../nbs/04b_training.ipynb #e30419eb
 from __future__ import annotations
-import csv, hashlib, json, math, os, random, re, time
+import csv, hashlib, json, math, os, random, re, time, warnings
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # raised by fastai.layers at import
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
