@@ -1,11 +1,11 @@
-# beit_nb: the README's two commands. Each creates .venv and installs the package (with its dev extras) if missing.
+# beit_nb: the README's commands. Each creates .venv and installs the package (with its dev extras) if missing.
 SHELL := /bin/bash
 PY    ?= python3.11
 VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: demo test install check-export browser hf4 scipy113 clean-venv
+.PHONY: demo test lab install check-export browser hf4 scipy113 clean-venv
 
 install: $(STAMP)
 
@@ -55,6 +55,18 @@ test: install browser hf4 scipy113 check-export
 
 demo: install
 	$(BIN)/beit-demo --out runs/demo $(ARGS)
+
+# JupyterLab on nbs/, on this machine only (127.0.0.1; PORT busy → the next free one), no browser opened: open the
+# printed http://127.0.0.1:PORT/lab?token=... URL. The token is a fresh random one each start (Jupyter's default), so
+# no other local user or web page can drive the kernel; `make lab ARGS=...` adds or overrides Jupyter options.
+# The kernel is the venv's: the notebooks ask for `python3`, the venv's own kernelspec comes first on Jupyter's path
+# (JUPYTER_PREFER_ENV_PATH), and Jupyter starts it with the interpreter Lab runs on, .venv/bin/python; ipywidgets'
+# JupyterLab extension (jupyterlab_widgets) comes with ipywidgets. As root (containers, CI machines) it adds --allow-root,
+# which Jupyter otherwise refuses. tests/test_lab_browser.py runs this recipe's line.
+PORT ?= 8888
+lab: install
+	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --port=$(PORT) --notebook-dir=nbs \
+	  $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

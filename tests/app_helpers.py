@@ -1,13 +1,10 @@
 """Shared by the app's system tests: a tiny random run saved the way users save theirs, and `beit-app` started in a
-subprocess on a free local port."""
-import os, re, socket, subprocess, sys, time
+subprocess on a free local port. (What every system test shares is in helpers.py.)"""
+import os
 from pathlib import Path
+from helpers import console_script, free_port, start_server, stop
 
 VOCAB = 64
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def save_tiny_run(folder: Path) -> tuple[Path, Path]:
     "A random tiny BeitForMIM checkpoint and a random demo-sized dVAE tokenizer in `folder`: (checkpoint, tokenizer dir)."
@@ -27,23 +24,7 @@ def tiny_run_args(ckpt, tok) -> list[str]:
 
 def start_app(args, port, timeout=120):
     "Start `beit-app ARGS --port PORT`; return (process, local URL, output lines so far) once Gradio says it serves."
-    exe = Path(sys.executable).parent / 'beit-app'
-    cmd = ([str(exe)] if exe.exists() else [sys.executable, '-m', 'beit_nb.app']) + list(args) + ['--port', str(port)]
+    cmd = console_script('beit-app') + list(args) + ['--port', str(port)]
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED='False', PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1')
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines, t0 = [], time.time()
-    while time.time() - t0 < timeout:
-        line = proc.stdout.readline()
-        if not line:
-            if proc.poll() is not None: break
-            continue
-        lines.append(line)
-        m = re.search(r'Running on local URL:\s*(\S+)', line)
-        if m: return proc, m.group(1).rstrip('/') + '/', lines
-    proc.kill()
-    raise RuntimeError('beit-app did not start:\n' + ''.join(lines[-40:]))
-
-def stop(proc):
-    proc.terminate()
-    try: proc.wait(10)
-    except subprocess.TimeoutExpired: proc.kill()
+    proc, m, lines = start_server(cmd, r'Running on local URL:\s*(\S+)', timeout, name='beit-app', env=env)
+    return proc, m.group(1).rstrip('/') + '/', lines

@@ -2,18 +2,15 @@
 port, driven by headless Chromium through Playwright. Debian's /usr/bin/chromium is used; Playwright never downloads
 a browser. Also: `python tests/test_app_browser.py [--out docs/screenshots] [beit-app args...]` takes the README's
 screenshots of the three tabs from an app started with the given arguments (by default the demo run's files)."""
-import io, os, re, socket, subprocess, sys, time
+import io, re, sys
 from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from app_helpers import free_port, save_tiny_run, tiny_run_args, start_app, stop
-
-CHROMIUM = '/usr/bin/chromium'
-ARGS = ['--no-sandbox', '--headless', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--no-first-run']
+from helpers import free_port, need_chromium, launch_chromium, stop
+from app_helpers import save_tiny_run, tiny_run_args, start_app
 TIMEOUT = 60_000  # ms, per wait: the machine is small and shared
 
 def img_src(page, elem_id):
@@ -71,8 +68,7 @@ def drive(page, url, out=None, example=0):
 
 @pytest.fixture(scope='module')
 def app_url(tmp_path_factory):
-    if not Path(CHROMIUM).exists(): pytest.skip(f'{CHROMIUM} is missing (Debian package chromium); no browser to drive')
-    pytest.importorskip('playwright.sync_api')
+    need_chromium()
     proc, url, _ = start_app(tiny_run_args(*save_tiny_run(tmp_path_factory.mktemp('app_browser'))), free_port())
     yield url
     stop(proc)
@@ -80,7 +76,7 @@ def app_url(tmp_path_factory):
 def test_browser_click_updates_attention(app_url, tmp_path):
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        browser = launch_chromium(p)
         try:
             page = browser.new_page(viewport={'width': 1200, 'height': 820})
             errors = []
@@ -108,7 +104,7 @@ if __name__ == '__main__':        # README screenshots: python tests/test_app_br
     try:
         from playwright.sync_api import sync_playwright
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = launch_chromium(p)
             page = browser.new_page(viewport={'width': 1200, 'height': 820})
             seen = drive(page, url, out=out, example=example)
             browser.close()

@@ -1,6 +1,6 @@
 """System test of the Gradio explorer through its named API: start `beit-app` in a subprocess on a free local port
 (a tiny random BEiT and tokenizer saved to a temp folder) and call each endpoint with `gradio_client`."""
-import os, re, socket, subprocess, sys, time
+import os, re, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -12,7 +12,8 @@ gradio_client = pytest.importorskip('gradio_client')
 from gradio_client import Client, handle_file
 
 sys.path.insert(0, str(Path(__file__).parent))
-from app_helpers import VOCAB, free_port, save_tiny_run, tiny_run_args, start_app, stop
+from helpers import console_script, free_port, stop
+from app_helpers import VOCAB, save_tiny_run, tiny_run_args, start_app
 
 VIEW = 384
 
@@ -119,7 +120,5 @@ def test_clear_errors(app, client, photo):
         client.predict(None, 10, 10, 0, 'mean', api_name='/attention')
 
 def test_cli_refuses_missing_checkpoint(tmp_path):
-    exe = Path(sys.executable).parent / 'beit-app'
-    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'beit_nb.app']
-    r = subprocess.run(cmd + ['--run', str(tmp_path / 'nothing')], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(console_script('beit-app') + ['--run', str(tmp_path / 'nothing')], capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and 'no checkpoint' in (r.stdout + r.stderr)

@@ -3,24 +3,21 @@ the gradient the optimizer uses is the mean of the ranks' local gradients, a non
 skip the step, both ranks end with identical weights, and only rank 0 writes checkpoints and logs.
 
 One tiny run (beit_tiny, 64 px, 96 scenes, batch 8 per process, 2 epochs = 12 batches per rank) takes ~15-30 s."""
-import csv, json, os, socket, subprocess, sys
+import csv, json, os, subprocess, sys
 from pathlib import Path
 import numpy as np, pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-ACCELERATE = Path(sys.executable).parent/'accelerate'
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import ROOT, console_script, free_port
+
 N, BS, EPOCHS = 96, 8, 2
 PER_EPOCH = N // 2 // BS                      # 6 batches per rank per epoch
 NAN_BATCH = PER_EPOCH + 3                     # rank 1's 3rd batch of epoch 2 gets a NaN loss
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp('ddp')/'run'
-    cmd = [str(ACCELERATE), 'launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+    cmd = console_script('accelerate') + ['launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
            '--dynamo_backend', 'no', '--main_process_ip', '127.0.0.1', '--main_process_port', str(free_port()),
            '-m', 'beit_nb.pretrain', '--demo', '--n-demo', str(N), '--batch-size', str(BS), '--epochs', str(EPOCHS),
            '--warmup-epochs', '1', '--save-every', '4', '--keep-checkpoints', '10', '--clip-grad', '0', '--num-workers', '0',

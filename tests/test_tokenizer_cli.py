@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import console_script
 from beit_nb.data import synthetic_scenes
 from beit_nb.tokenizer import load_tokenizer, DiscreteVAE
 
@@ -13,14 +16,9 @@ TINY = ['--image-size', '16', '--num-tokens', '32', '--codebook-dim', '16', '--h
         '--epochs', '1', '--bs', '8', '--quiet']
 
 @pytest.fixture(scope='module')
-def script(tmp_path_factory):
-    "The installed console script, or (if the package was installed without scripts) the same wrapper pip writes."
-    exe = Path(sys.executable).parent / 'beit-train-tokenizer'
-    if exe.exists(): return [str(exe)]
-    w = tmp_path_factory.mktemp('bin') / 'beit-train-tokenizer'
-    w.write_text("import sys\nfrom beit_nb.tokenizer import train_tokenizer_cli\n"
-                 "if __name__ == '__main__':\n    sys.exit(train_tokenizer_cli())\n")
-    return [sys.executable, str(w)]
+def script():
+    "The installed console script, or (if the package was installed without scripts) what pip's wrapper runs."
+    return console_script('beit-train-tokenizer')
 
 @pytest.fixture(scope='module')
 def image_folder(tmp_path_factory):

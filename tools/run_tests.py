@@ -1,6 +1,6 @@
 """The project's test run (called by `make test`): notebook tests through nbdev's `test_nb` (cells flagged
-`notest`/`slow`/`gpu` skipped, 2 notebooks at a time), then `pytest tests/`, then one closing line
-`N passed, N failed` covering both (a notebook counts as one test)."""
+`notest`/`slow`/`gpu` skipped, 2 notebooks at a time), then `pytest tests/` (skipped tests listed with their reasons),
+then one closing line `N passed, N failed, N skipped` covering both (a notebook counts as one test, passed or failed)."""
 import os, re, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,20 +29,27 @@ def notebooks():
             passed += ok; failed += not ok
     return passed, failed
 
+def summary_counts(line:str) -> tuple[int, int, int]:
+    "(passed, failed, skipped) from pytest's closing line, e.g. '=== 1 failed, 40 passed, 2 skipped, 1 error in 9.1s ==='."
+    c = {k: int(n) for n, k in re.findall(r'(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)\b', line)}
+    return (c.get('passed', 0) + c.get('xfailed', 0) + c.get('xpassed', 0),     # as pytest itself judges them
+            c.get('failed', 0) + c.get('error', 0) + c.get('errors', 0), c.get('skipped', 0))
+
 def pytest():
-    if not any((ROOT/'tests').glob('test_*.py')): return 0, 0
-    r = subprocess.run([sys.executable, '-m', 'pytest', '-rfE', '-p', 'no:cacheprovider', 'tests/'], cwd=ROOT,
+    if not any((ROOT/'tests').glob('test_*.py')): return 0, 0, 0
+    # -rsfE: the short summary lists skipped tests with their reasons (a missing browser, no transformers 4.x), failures
+    # and errors
+    r = subprocess.run([sys.executable, '-m', 'pytest', '-rsfE', '-p', 'no:cacheprovider', 'tests/'], cwd=ROOT,
                        capture_output=True, text=True)
     print(r.stdout[-20000:], r.stderr[-5000:], sep='\n', flush=True)
-    counts = dict((k, int(n)) for n, k in re.findall(r'(\d+) (passed|failed|error|errors)', r.stdout.splitlines()[-1] if r.stdout.strip() else ''))
-    failed = counts.get('failed', 0) + counts.get('error', 0) + counts.get('errors', 0)
+    passed, failed, skipped = summary_counts(r.stdout.strip().splitlines()[-1] if r.stdout.strip() else '')
     if r.returncode not in (0, 5) and not failed: failed = 1  # pytest crashed before counting
-    return counts.get('passed', 0), failed
+    return passed, failed, skipped
 
 if __name__ == '__main__':
     t = time.time()
     np_, nf = notebooks()
-    pp, pf = pytest()
-    print(f'\nnotebooks: {np_} passed, {nf} failed; pytest: {pp} passed, {pf} failed; {time.time()-t:.0f}s')
-    print(f'{np_ + pp} passed, {nf + pf} failed')
+    pp, pf, ps = pytest()
+    print(f'\nnotebooks: {np_} passed, {nf} failed; pytest: {pp} passed, {pf} failed, {ps} skipped; {time.time()-t:.0f}s')
+    print(f'{np_ + pp} passed, {nf + pf} failed, {ps} skipped')
     sys.exit(1 if nf + pf else 0)
