@@ -7,10 +7,15 @@ Modules:
 - `beit_nb.backbone`: A ViT with relative position bias and layer scale — timm's `Beit` — plus the two pieces pretraining adds: a learnable mask embedding and a linear head over the visual-token vocabulary.
 - `beit_nb.checkpoint`: Official, timm and Hugging Face (4.x and 5.x) BEiT weights in and out of one model; relative position tables and position embeddings resized for a new resolution; a shared bias table expanded to every block.
 - `beit_nb.demo`: `make demo` runs this chapter's `beit_demo`: demo data → visual tokenizer → masked image modeling → a pretrained BEiT, with the numbers and pictures that say it worked, in a few minutes on two CPU cores.
+- `beit_nb.dvae`: BEiT's own discrete VAE (the "customized" tokenizer of the official code): a convolutional VAE with a Gumbel-softmax bottleneck, with the official keys, as a `Tokenizer` on [0,1] images.
+- `beit_nb.dvae_training`: The dVAE trained with a fastai `Learner`: Gumbel temperature annealing, a k-means start that uses every token from the first step, the hard-token PSNR as the metric, and `beit-train-tokenizer` for a folder of images.
 - `beit_nb.mim`: The MIM objective (cross-entropy over the visual tokens of the masked patches) and its accuracy, the VAE reading of section 2.4, token reconstructions through the tokenizer's decoder, the ablation targets of Table 4, and a tiny end-to-end run on CPU.
 - `beit_nb.pretrain`: Masked image modeling as a fastai `Learner`: the paper's recipe as defaults, mixed precision, data-parallel training on any number of processes through `accelerate`, and checkpoints that survive `kill -9`.
+- `beit_nb.synthetic`: The bundled demo data: deterministic scenes with a label per image and a class per pixel, demo folders in the ImageNet and ADE20K layouts, a few sample photos, and the demo tokenizer trained on the scenes.
+- `beit_nb.tokenizer`: Visual tokens for BEiT: one tokenizer interface, the DALL-E dVAE loaded safely from local files, and saving, loading and measuring any tokenizer.
 - `beit_nb.training`: The machinery every long run of this project shares — pretraining (05), fine-tuning (06), segmentation (07): a run configuration, a per-step schedule, data that can be resumed mid-epoch, `accelerate` for processes and precision, a guard against non-finite losses, atomic checkpoints and logs. Each piece is a fastai callback."""
 
 __version__ = "0.0.1"
 
 from . import backbone  # registers the BEiT-for-MIM models in timm (`timm.create_model("beit_base_patch16_224_8k_vocab")`)
+from . import dvae      # registers DiscreteVAE with save_tokenizer / load_tokenizer

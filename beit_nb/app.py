@@ -18,14 +18,15 @@ from PIL import Image
 from safetensors import safe_open
 import gradio as gr
 from fastcore.script import call_parse, CliError
-from .data import load_image, sample_photos, synthetic_scenes
+from .data import load_image, tokenizer_transform
+from .synthetic import sample_photos, synthetic_scenes, demo_tokenizer
 from .masking import MaskingGenerator, RandomMaskingGenerator
 import beit_nb.backbone                                          # registers the BEiT-MIM architectures in timm
-from .tokenizer import load_tokenizer, DalleTokenizer, demo_tokenizer
+from .tokenizer import load_tokenizer, DalleTokenizer
 from .checkpoint import load_beit_checkpoint, read_checkpoint, to_timm
 from .mim import reconstruct
 from .attention import (get_attention, attention_modules, query_map, overlay, square_image, patch_grid,
-                               model_input_size, model_mean_std, _box)
+                               model_input_size, model_mean_std, _box, _as_pil)
 
 # %% auto #0
 __all__ = ['HEAD_CHOICES', 'DEFAULT_MODEL', 'image_input', 'Explorer', 'example_images', 'build_app', 'serve', 'find_run_files',
@@ -162,9 +163,8 @@ class Explorer:
         if self.why_no_reconstruction: raise gr.Error(f'Token reconstructions are not available: {self.why_no_reconstruction}.')
         rgb = self.picture(image)
         m = self.make_mask(mask_type, mask_ratio, min_block, seed)
-        ts = int(self.tokenizer.input_size)
-        tok_img = torch.from_numpy(np.asarray(Image.fromarray(rgb).resize((ts, ts), Image.BICUBIC)).copy())
-        tok_img = tok_img.permute(2, 0, 1).float().div(255)[None].to(self.device)
+        # the tokenizer's view of the same crop, Lanczos from the full image as in training (00_data's evaluation path)
+        tok_img = tokenizer_transform(self.tokenizer)(_as_pil(_need_image(image)))[None].to(self.device)
         with self.lock, torch.no_grad():
             r = reconstruct(self.model, self.tokenizer, self.model_input(rgb), tok_img, torch.from_numpy(m)[None].to(self.device))
         o, t, p = (_up(_to_uint8(r[k][0]), self.view) for k in ('original', 'tokenizer_recon', 'mim_recon'))
@@ -362,6 +362,8 @@ def open_model(checkpoint, model_name:str|None=None, **kwargs) -> nn.Module:
     if 'lm_head.weight' in sd: kwargs.setdefault('vocab_size', sd['lm_head.weight'].shape[0])   # the head decides
     if 'img_size' in meta and model_name == meta.get('model'): kwargs.setdefault('img_size', int(meta['img_size']))
     model = timm.create_model(model_name, **kwargs)
+    if 'mean' in meta and 'std' in meta:                         # the normalisation it was trained with
+        model.pretrained_cfg = {**model.pretrained_cfg, 'mean': tuple(json.loads(meta['mean'])), 'std': tuple(json.loads(meta['std']))}
     with warnings.catch_warnings():                              # shape mismatches are reported below, as an error
         warnings.simplefilter('ignore')
         missing, unexpected = load_beit_checkpoint(model, sd, strict=False, src_grid_size=info['grid_size'],

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from .data import to_rgb
+from .data import to_rgb, eval_transform, eval_picture
 
 # %% auto #0
 __all__ = ['attention_modules', 'AttentionRecorder', 'attention_maps', 'get_attention', 'patch_grid', 'model_input_size',
@@ -113,18 +113,13 @@ def _as_pil(img) -> Image.Image:
     raise ValueError(f'prepare_image: expected a PIL image, numpy array or tensor, got {type(img).__name__}')
 
 def square_image(img, size:int) -> np.ndarray:
-    "Any image (PIL, numpy HW/HWC/CHW, any mode) → centre-cropped, resized uint8 RGB `[size, size, 3]`."
-    im = _as_pil(img)
-    w, h = im.size; s = min(w, h)
-    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-    return np.asarray(im.resize((size, size), Image.BICUBIC))
+    "Any image (PIL, numpy HW/HWC/CHW, any mode) → the centre square the model sees, uint8 RGB `[size, size, 3]`."
+    return eval_picture(_as_pil(img), eval_transform(size))
 
 def prepare_image(img, size:int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> tuple[torch.Tensor, np.ndarray]:
-    "`(x, rgb)`: the model input `[1,3,size,size]` (normalized) and the uint8 RGB picture it was made from."
-    rgb = square_image(img, size)
-    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255)
-    x = (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-    return x[None], rgb
+    "`(x, rgb)`: the model input `[1,3,size,size]` (00_data's evaluation path) and the uint8 RGB picture it was made from."
+    im, t = _as_pil(img), eval_transform(size, mean, std)
+    return t(im)[None], eval_picture(im, t)
 
 # %% ../nbs/08_attention.ipynb #51f2b5f7
 def _reduce_heads(a:torch.Tensor, head) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Image folders that survive bad files, the two-view BEiT augmentation, and deterministic synthetic scenes for every demo.
+"""Image folders that survive bad files, the two-view BEiT augmentation, and the one evaluation path from an image to tensors.
 
 Docs: https://beit-nb.github.io/beit_nb/data.html.md"""
 
@@ -18,180 +18,8 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 # %% auto #0
-__all__ = ['SHAPE_CLASSES', 'TEXTURES', 'IMG_EXTENSIONS', 'Scenes', 'synthetic_scenes', 'to_rgb', 'load_image',
-           'UnlabeledImageFolder', 'ImageFolderDataset', 'write_demo_folders', 'BeitPretrainTransform', 'sample_photos']
-
-# %% ../nbs/00_data.ipynb #2627d24b
-SHAPE_CLASSES = ['circle', 'cross', 'ring', 'square', 'star', 'triangle']   # alphabetical: folder datasets index classes the same way
-TEXTURES = ['flat', 'gradient', 'stripes', 'checker', 'noise', 'dots']
-_CROSS_W, _RING_IN, _STAR_IN = 0.34, 0.55, 0.42
-_AREA = dict(circle=math.pi,                                   # area of each shape with circumradius 1
-             cross=8 * _CROSS_W - 4 * _CROSS_W ** 2,            # plus sign, arms of half-width 0.34
-             ring=math.pi * (1 - _RING_IN ** 2),
-             square=2.0,
-             star=5 * _STAR_IN * math.sin(math.pi / 5),         # 5-point star, inner radius 0.42
-             triangle=3 * 0.5 * math.sin(math.pi / 3))
-_UNIT_AREA = np.array([_AREA[c] for c in SHAPE_CLASSES])
-_CHUNK, _NOISE_GRID = 256, 5
-
-# %% ../nbs/00_data.ipynb #69f77799
-@dataclass
-class Scenes:
-    "A batch of synthetic scenes: `images` uint8 [n,H,W,3], `labels` int64 [n] (dominant shape), `masks` uint8 [n,H,W] (0 = background, 1+k = class k)."
-    images: np.ndarray
-    labels: np.ndarray
-    masks: np.ndarray
-    classes: list = field(default_factory=lambda: list(SHAPE_CLASSES))
-    def __len__(self): return len(self.labels)
-    def __repr__(self):
-        return f'Scenes(n={len(self)}, size={self.images.shape[1]}, classes={self.classes})'
-
-# %% ../nbs/00_data.ipynb #da65ee41
-def _polar_star(phi, n, inner):
-    "Boundary radius at angle `phi` of a polygon whose 2n vertices alternate between radius 1 and `inner`."
-    half = math.pi / n
-    t = np.mod(phi, 2 * half)
-    t = np.minimum(t, 2 * half - t)                  # angle to the nearest outer vertex, in [0, half]
-    return inner * math.sin(half) / (np.sin(t) + inner * np.sin(half - t))
-
-def _shape_mask(k, u, v):
-    "Inside-test of shape class `k` in its own frame (`u`,`v` in units of the circumradius)."
-    name = SHAPE_CLASSES[k]
-    if name == 'cross':
-        au, av = np.abs(u), np.abs(v)
-        return ((au <= 1) & (av <= _CROSS_W)) | ((av <= 1) & (au <= _CROSS_W))
-    rho2 = u * u + v * v
-    if name == 'circle': return rho2 <= 1
-    if name == 'ring': return (rho2 <= 1) & (rho2 >= _RING_IN ** 2)
-    n, inner = {'square': (4, math.cos(math.pi / 4)), 'triangle': (3, 0.5), 'star': (5, _STAR_IN)}[name]
-    return np.sqrt(rho2) <= _polar_star(np.arctan2(v, u), n, inner)
-
-# %% ../nbs/00_data.ipynb #dae58337
-def _interp_matrix(size, g):
-    "[size, g] weights that linearly upsample a g-point grid to `size` pixels."
-    pos = (np.arange(size) + 0.5) / size * (g - 1)
-    i0 = np.clip(np.floor(pos).astype(int), 0, g - 2)
-    fr = (pos - i0).astype(np.float32)
-    w = np.zeros((size, g), np.float32)
-    w[np.arange(size), i0] = 1 - fr
-    w[np.arange(size), i0 + 1] = fr
-    return w
-
-def _draw_texture_params(rng, m):
-    "Random texture parameters for `m` surfaces (all kinds drawn, so the stream does not depend on the kinds chosen)."
-    return dict(kind=rng.integers(0, len(TEXTURES), m), angle=rng.uniform(0, math.pi, m).astype(np.float32),
-                freq=rng.uniform(2.5, 7.0, m).astype(np.float32), phase=rng.uniform(0, 2 * math.pi, m).astype(np.float32),
-                grid=rng.random((m, _NOISE_GRID, _NOISE_GRID), dtype=np.float32))
-
-def _texture(p, idx, x, y, W):
-    "Texture value in [0,1], shape [len(idx),H,W], for surfaces `idx` of parameter set `p`; `x`,`y` are [H,W] coords in [0,1)."
-    out = np.empty((len(idx),) + x.shape, np.float32)
-    kinds = p['kind'][idx]
-    for k, name in enumerate(TEXTURES):
-        sel = np.nonzero(kinds == k)[0]
-        if not len(sel): continue
-        j = idx[sel]
-        a, f, ph = p['angle'][j, None, None], p['freq'][j, None, None], p['phase'][j, None, None]
-        xr, yr = x * np.cos(a) + y * np.sin(a), -x * np.sin(a) + y * np.cos(a)
-        if name == 'flat': s = np.full((len(j),) + x.shape, 0.5, np.float32)
-        elif name == 'gradient': s = 0.5 + 0.5 * np.sin(math.pi * 0.5 * f / 3 * xr + ph)
-        elif name == 'stripes': s = np.clip(0.5 + 3 * np.sin(2 * math.pi * f * xr + ph), 0, 1)
-        elif name == 'checker': s = (np.floor(f * xr + ph) + np.floor(f * yr)) % 2
-        elif name == 'dots': s = ((np.sin(2 * math.pi * f * xr + ph) * np.sin(2 * math.pi * f * yr)) > 0.4).astype(np.float32)
-        else:
-            s = np.einsum('hi,mij,wj->mhw', W[0], p['grid'][j], W[1])
-            s = np.clip((s - 0.5) * 2.5 + 0.5, 0, 1)
-        out[sel] = s
-    return out
-
-def _colors(rng, m):
-    "Two colours per surface: a random base colour and a partner of moderate contrast."
-    c1 = rng.random((m, 3), dtype=np.float32)
-    c2 = np.clip(c1 + rng.uniform(-0.45, 0.45, (m, 3)).astype(np.float32), 0, 1)
-    return c1, c2
-
-# %% ../nbs/00_data.ipynb #fed796d2
-def _render_chunk(rng, rng_pix, m, size, n_draw=_CHUNK):
-    "Render the first `m` of `n_draw` scenes whose parameters come from `rng` (so scene i does not depend on `m`)."
-    C, S = len(SHAPE_CLASSES), 3                               # classes, shape slots per scene (slot 0 = the dominant one)
-    # ---- all random parameters, drawn for n_draw scenes in a fixed order ----
-    bg = _draw_texture_params(rng, n_draw)
-    bg_c1, bg_c2 = _colors(rng, n_draw)
-    sh = _draw_texture_params(rng, n_draw * S)
-    sh_c1, sh_c2 = _colors(rng, n_draw * S)
-    cls = rng.integers(0, C, (n_draw, S))
-    area = np.concatenate([rng.uniform(0.10, 0.22, (n_draw, 1)), rng.uniform(0.015, 0.05, (n_draw, S - 1))], 1)
-    present = np.concatenate([np.ones((n_draw, 1), bool), rng.random((n_draw, S - 1)) < 0.6], 1)
-    behind = rng.random((n_draw, S)) < 0.5                     # distractor drawn behind the dominant shape?
-    theta = rng.uniform(0, 2 * math.pi, (n_draw, S))
-    pos = rng.random((n_draw, S, 2))
-    light_a, light_s = rng.uniform(0, 2 * math.pi, n_draw), rng.uniform(0.0, 0.25, n_draw)
-    # keep only the first m scenes
-    cls, area, present, behind, theta, pos = (a[:m] for a in (cls, area, present, behind, theta, pos))
-    R = np.sqrt(area / _UNIT_AREA[cls])                        # circumradius as a fraction of the image side
-    R = np.minimum(R, 0.48)
-    lo = np.where(np.arange(S) == 0, 0.7 * R, 0.05)            # dominant shape mostly inside the frame
-    ctr = lo[..., None] + pos * (1 - 2 * lo[..., None])
-    # background/shape contrast: flip a shape's colours if its base colour is too close to the background's
-    sh_c1, sh_c2 = sh_c1.reshape(n_draw, S, 3)[:m], sh_c2.reshape(n_draw, S, 3)[:m]
-    close = np.linalg.norm(sh_c1 - bg_c1[:m, None], axis=-1) < 0.4
-    sh_c1, sh_c2 = np.where(close[..., None], 1 - sh_c1, sh_c1), np.where(close[..., None], 1 - sh_c2, sh_c2)
-
-    coords = (np.arange(size, dtype=np.float32) + 0.5) / size
-    y, x = np.meshgrid(coords, coords, indexing='ij')
-    W = (_interp_matrix(size, _NOISE_GRID),) * 2
-    idx_all = np.arange(m)
-    # background: desaturated colours
-    s = _texture(bg, idx_all, x, y, W)[..., None]
-    c1, c2 = 0.6 * bg_c1[:m] + 0.2, 0.6 * bg_c2[:m] + 0.2
-    img = c1[:, None, None] * (1 - s) + c2[:, None, None] * s
-    mask = np.zeros((m, size, size), np.uint8)
-    inst = np.zeros((m, size, size), np.int8)
-    d = max(1, size // 32)                                      # drop-shadow offset in pixels
-    order = [(j, True) for j in range(1, S)] + [(0, None)] + [(j, False) for j in range(1, S)]
-    for j, back in order:
-        ok = present[:, j] if back is None else present[:, j] & (behind[:, j] == back)
-        idx = np.nonzero(ok)[0]
-        if not len(idx): continue
-        dx, dy = x - ctr[idx, j, 0, None, None], y - ctr[idx, j, 1, None, None]
-        ct, st, r = (a[idx, j, None, None].astype(np.float32) for a in (np.cos(theta), np.sin(theta), R))
-        u, v = (dx * ct + dy * st) / r, (-dx * st + dy * ct) / r
-        inside = np.zeros((len(idx), size, size), bool)
-        for k in range(C):
-            sel = np.nonzero(cls[idx, j] == k)[0]
-            if len(sel): inside[sel] = _shape_mask(k, u[sel], v[sel])
-        shadow = np.zeros_like(inside)
-        shadow[:, d:, d:] = inside[:, :-d, :-d]
-        sub = img[idx]
-        sub *= np.where(shadow & ~inside, 0.6, 1.0).astype(np.float32)[..., None]
-        t = _texture(sh, idx * S + j, x, y, W)[..., None]
-        col = sh_c1[idx, j, None, None] * (1 - t) + sh_c2[idx, j, None, None] * t
-        img[idx] = np.where(inside[..., None], col, sub)
-        mask[idx] = np.where(inside, cls[idx, j, None, None] + 1, mask[idx])
-        inst[idx] = np.where(inside, j + 1, inst[idx])
-    # the label is the class of the shape with the largest visible area
-    vis = np.stack([(inst == j + 1).sum((1, 2)) for j in range(S)], 1)
-    labels = cls[idx_all, vis.argmax(1)].astype(np.int64)
-    # soft directional lighting and a little sensor noise
-    la = light_a[:m, None, None]
-    light = 1 + light_s[:m, None, None] * ((x - 0.5) * np.cos(la) + (y - 0.5) * np.sin(la))
-    img = img * light[..., None].astype(np.float32)
-    img += 0.02 * rng_pix.standard_normal((m, size, size, 3), dtype=np.float32)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), labels, mask
-
-# %% ../nbs/00_data.ipynb #d3c55aa3
-def synthetic_scenes(n:int, size:int=64, seed:int=0) -> Scenes:
-    "`n` deterministic synthetic scenes of textured shapes on textured backgrounds, with class labels and per-pixel masks."
-    if n < 0: raise ValueError(f'synthetic_scenes: n must be >= 0, got {n}')
-    if size < 8: raise ValueError(f'synthetic_scenes: size must be >= 8 pixels, got {size}')
-    imgs, labels, masks = [], [], []
-    for c in range(0, max(n, 0), _CHUNK):
-        m = min(_CHUNK, n - c)
-        i, l, k = _render_chunk(np.random.default_rng([seed, c // _CHUNK]), np.random.default_rng([seed, c // _CHUNK, 1]), m, size)
-        imgs.append(i); labels.append(l); masks.append(k)
-    if not imgs:
-        return Scenes(np.zeros((0, size, size, 3), np.uint8), np.zeros(0, np.int64), np.zeros((0, size, size), np.uint8))
-    return Scenes(np.concatenate(imgs), np.concatenate(labels), np.concatenate(masks))
+__all__ = ['IMG_EXTENSIONS', 'to_rgb', 'load_image', 'UnlabeledImageFolder', 'ImageFolderDataset', 'BeitPretrainTransform',
+           'eval_transform', 'model_transform', 'tokenizer_transform', 'eval_picture']
 
 # %% ../nbs/00_data.ipynb #96623605
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.pbm', '.bmp', '.tif', '.tiff', '.webp', '.gif')
@@ -353,44 +181,6 @@ class ImageFolderDataset(_ImageFiles):
     def __repr__(self):
         return f'ImageFolderDataset({self.root}, n={len(self)}, classes={len(self.classes)}, skipped={self.n_skipped})'
 
-# %% ../nbs/00_data.ipynb #0f817a8e
-_DEMO_MARKER = 'beit_nb_demo.json'
-
-def write_demo_folders(root, n_train:int=600, n_val:int=120, size:int=64, seed:int=0) -> dict:
-    "Write synthetic scenes as `root/imagenet/{train,val}/<class>/*.png` and `root/ade20k/{images,annotations}/...`; return the paths."
-    root = Path(root)
-    cfg = dict(n_train=n_train, n_val=n_val, size=size, seed=seed, classes=SHAPE_CLASSES, version=1)
-    inet, ade = root / 'imagenet', root / 'ade20k'
-    paths = dict(root=root, imagenet=inet, imagenet_train=inet / 'train', imagenet_val=inet / 'val', ade20k=ade,
-                 ade20k_images_training=ade / 'images/training', ade20k_annotations_training=ade / 'annotations/training',
-                 ade20k_images_validation=ade / 'images/validation', ade20k_annotations_validation=ade / 'annotations/validation',
-                 classes=list(SHAPE_CLASSES))
-    marker = root / _DEMO_MARKER
-    if marker.exists():
-        try: old = json.loads(marker.read_text())
-        except Exception: old = None
-        if old == cfg: return paths
-        marker.unlink()
-        for d in (inet, ade): shutil.rmtree(d, ignore_errors=True)   # ours (the marker says so): safe to replace
-    for d in (inet, ade):
-        if d.exists() and any(d.iterdir()):
-            raise FileExistsError(f'write_demo_folders: {d} exists and was not written by write_demo_folders; '
-                                  'choose another root or remove it')
-    for split, ade_split, ade_tag, n, s in (('train', 'training', 'train', n_train, seed),
-                                            ('val', 'validation', 'val', n_val, seed + 1_000_000)):
-        sc = synthetic_scenes(n, size, s)
-        for c in SHAPE_CLASSES: (inet / split / c).mkdir(parents=True, exist_ok=True)
-        (ade / 'images' / ade_split).mkdir(parents=True, exist_ok=True)
-        (ade / 'annotations' / ade_split).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            img = Image.fromarray(sc.images[i])
-            img.save(inet / split / SHAPE_CLASSES[sc.labels[i]] / f'{i:06d}.png')
-            name = f'ADE_{ade_tag}_{i + 1:08d}'
-            img.save(ade / 'images' / ade_split / f'{name}.jpg', quality=95, subsampling=0)
-            Image.fromarray(sc.masks[i]).save(ade / 'annotations' / ade_split / f'{name}.png')
-    marker.write_text(json.dumps(cfg))
-    return paths
-
 # %% ../nbs/00_data.ipynb #433182a4
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
@@ -446,24 +236,25 @@ class BeitPretrainTransform:
                 f'mean={self.mean}, std={self.std}, color_jitter={self.color_jitter}, scale={self.scale}, '
                 f'interpolation={self.interpolation.value}/{self.second_interpolation.value}, masking={self.masking!r})')
 
-# %% ../nbs/00_data.ipynb #da137517
-_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'motorcycle', 'hubble_deep_field', 'immunohistochemistry', 'camera')
+# %% ../nbs/00_data.ipynb #a308b42a
+def eval_transform(input_size, mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD, crop_pct:float=1.0,
+                   interpolation:str='bicubic'):
+    "PIL image → normalised tensor `[3,H,W]` without augmentation: timm's evaluation `create_transform` (resize, centre crop)."
+    from timm.data import create_transform
+    return create_transform(input_size=input_size, is_training=False, interpolation=interpolation, mean=tuple(mean),
+                            std=tuple(std), crop_pct=crop_pct)
 
-def _skimage_photo(name):
-    import skimage.data as skd
-    if name == 'motorcycle': return skd.stereo_motorcycle()[0]
-    return getattr(skd, name)()
+def model_transform(model, crop_pct:float=1.0):
+    "`eval_transform` with the input size, interpolation and mean/std of a timm `model`'s config (`resolve_data_config`)."
+    from timm.data import resolve_data_config
+    cfg = resolve_data_config({}, model=model)
+    return eval_transform(cfg['input_size'][1:], cfg['mean'], cfg['std'], crop_pct, cfg['interpolation'])
 
-def sample_photos(size:int|None=None, names=_PHOTOS) -> dict:
-    "Real photos bundled with scikit-image: `{name: uint8 [H,W,3]}`; `size` gives centre-cropped `size`×`size` squares."
-    out = {}
-    for n in names:
-        if n not in _PHOTOS: raise ValueError(f'sample_photos: unknown photo {n!r}; available: {", ".join(_PHOTOS)}')
-        img = to_rgb(Image.fromarray(np.asarray(_skimage_photo(n))))
-        if size is not None:
-            w, h = img.size; s = size / min(w, h)
-            img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-            w, h = img.size; l, t = (w - size) // 2, (h - size) // 2
-            img = img.crop((l, t, l + size, t + size))
-        out[n] = np.asarray(img)
-    return out
+def tokenizer_transform(tokenizer, crop_pct:float=1.0):
+    "The tokenizer's view of the same crop: Lanczos-resized to its input size, pixels in [0, 1]."
+    return eval_transform(tokenizer.input_size, (0., 0., 0.), (1., 1., 1.), crop_pct, 'lanczos')
+
+def eval_picture(img, transform) -> np.ndarray:
+    "The uint8 RGB picture `[H,W,3]` that `transform` turns into a tensor (its resize and crop, without the tensor steps)."
+    geometric = [t for t in transform.transforms if not isinstance(t, (T.ToTensor, T.Normalize)) and 'ToTensor' not in type(t).__name__]
+    return np.asarray(T.Compose(geometric)(to_rgb(img)))

@@ -15,8 +15,9 @@ import torch
 import matplotlib.pyplot as plt
 from fastcore.script import call_parse
 
-from .data import write_demo_folders, UnlabeledImageFolder, BeitPretrainTransform
-from .tokenizer import demo_tokenizer, save_tokenizer, evaluate_tokenizer, baseline_psnr
+from .data import UnlabeledImageFolder, BeitPretrainTransform
+from .synthetic import write_demo_folders, demo_tokenizer
+from .tokenizer import save_tokenizer, evaluate_tokenizer, baseline_psnr
 from .masking import MaskingGenerator
 from .mim import reconstruct, mask_overlay
 from .pretrain import PretrainConfig, demo_config, pretrain, heldout_views, heldout_mim_accuracy
@@ -53,7 +54,7 @@ def plot_masks(images, cfg:PretrainConfig, grid=(8, 8), n:int=6, seed:int=0):
     "Training samples of `images` (PIL): augmented view 1, its blockwise mask on the patch `grid`, and the tokenizer's view 2."
     tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter,
                                 imagenet_default_mean_and_std=cfg.imagenet_mean_std,
-                                masking=MaskingGenerator(grid, cfg.num_mask_patches, cfg.min_num_patches, exact=True))
+                                masking=MaskingGenerator(grid, cfg.num_masking_patches, cfg.min_num_patches, exact=True))
     ds = SeededSamples(images, tfm, seed=seed)
     fig, axs = plt.subplots(3, n, figsize=(1.6 * n, 5.1))
     for c in range(n):
@@ -71,7 +72,7 @@ def plot_reconstructions(model, tok, images, cfg:PretrainConfig, n:int=8, seed:i
     "Rows of held-out scenes: original | masked input | tokenizer reconstruction | MIM reconstruction (masked patches predicted)."
     v1, v2 = heldout_views(list(images)[:n], cfg)
     grid = tuple(model.patch_embed.grid_size)
-    masks = torch.from_numpy(MaskingGenerator(grid, cfg.num_mask_patches, cfg.min_num_patches, exact=True, seed=seed).masks(len(v1)))
+    masks = torch.from_numpy(MaskingGenerator(grid, cfg.num_masking_patches, cfg.min_num_patches, exact=True, seed=seed).masks(len(v1)))
     out = reconstruct(model, tok, v1, v2, masks)
     hwc = lambda t: t.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     orig = hwc(v2)

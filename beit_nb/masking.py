@@ -17,13 +17,13 @@ __all__ = ['Block', 'MaskingGenerator', 'RandomMaskingGenerator', 'collate_masks
 # %% ../nbs/02_masking.ipynb #47190f38
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
-def _grid(input_size) -> tuple[int, int]:
+def _grid(grid_size) -> tuple[int, int]:
     "`(height, width)` of the patch grid from an int (square) or a pair."
-    if _is_int(input_size): hw = (int(input_size),) * 2
-    elif isinstance(input_size, (tuple, list)) and len(input_size) == 2 and all(map(_is_int, input_size)):
-        hw = tuple(int(v) for v in input_size)
-    else: raise ValueError(f'input_size: expected an int or a pair (height, width) of ints, got {input_size!r}')
-    if min(hw) < 1: raise ValueError(f'input_size: expected positive sizes, got {input_size!r}')
+    if _is_int(grid_size): hw = (int(grid_size),) * 2
+    elif isinstance(grid_size, (tuple, list)) and len(grid_size) == 2 and all(map(_is_int, grid_size)):
+        hw = tuple(int(v) for v in grid_size)
+    else: raise ValueError(f'grid_size: expected an int or a pair (height, width) of ints, got {grid_size!r}')
+    if min(hw) < 1: raise ValueError(f'grid_size: expected positive sizes, got {grid_size!r}')
     return hw
 
 def _check_budget(num_masking_patches, num_patches):
@@ -101,7 +101,7 @@ def _rounds_to(h:int, w:int, t0:float, t1:float, r0:float, r1:float) -> bool:
 class MaskingGenerator(_Seeded):
     "Blockwise masking (BEiT Algorithm 1): random rectangles of about `min_num_patches` or more until `num_masking_patches` are masked."
     def __init__(self,
-                 input_size=14,                 # patch grid: an int (square) or (height, width)
+                 grid_size=14,                 # patch grid: an int (square) or (height, width)
                  num_masking_patches:int=75,    # masking budget; a mask never has more
                  min_num_patches:int=16,        # smallest target area of a block (the last blocks may be smaller, to fill the budget)
                  max_num_patches:int|None=None, # largest number of patches one block may add (None: the budget)
@@ -110,7 +110,7 @@ class MaskingGenerator(_Seeded):
                  exact:bool=False,              # grow the blocks so that every mask has exactly the budget
                  seed=None,                     # None, int, SeedSequence or numpy Generator
                  strict:bool=False):            # rounded blocks must have >= min_num_patches and h/w in range (False: official rules)
-        self.height, self.width = _grid(input_size)
+        self.height, self.width = _grid(grid_size)
         self.num_patches = self.height * self.width
         self.num_masking_patches = budget = _check_budget(num_masking_patches, self.num_patches)
         if not _is_int(min_num_patches) or min_num_patches < 1 or budget and min_num_patches > budget:   # budget 0: masks empty on purpose
@@ -164,7 +164,7 @@ def _check_blocks_fit(self:MaskingGenerator):
     ok = next((m for m in range(lo - 1, 0, -1) if next(self._block_sizes(m), None)), None)
     rule = (f'strict rules: area >= min_num_patches and h/w in [{self.min_aspect:.3g}, {self.max_aspect:.3g}]' if self.strict
             else f'official rules: h < {self.height}, w < {self.width}, sampled h/w in [{self.min_aspect:.3g}, {self.max_aspect:.3g}]')
-    fix = (f'expected min_num_patches <= {ok}' if ok else 'no min_num_patches works: check input_size, min_aspect, max_aspect'
+    fix = (f'expected min_num_patches <= {ok}' if ok else 'no min_num_patches works: check grid_size, min_aspect, max_aspect'
            + ('' if self.strict else ', or pass strict=True (a block may then span the grid)'))
     raise ValueError(f'min_num_patches={lo}: no block of {lo}..{A} patches fits the {self.height}×{self.width} grid '
                      f'({rule}), so every mask would be empty; {fix}')
@@ -250,8 +250,8 @@ def _grow(self:MaskingGenerator, rows, count, grown=None):
 # %% ../nbs/02_masking.ipynb #63f25c8e
 class RandomMaskingGenerator(_Seeded):
     "Random masking: exactly `num_masking_patches` patches, chosen uniformly without replacement."
-    def __init__(self, input_size=14, num_masking_patches:int=75, seed=None):
-        self.height, self.width = _grid(input_size)
+    def __init__(self, grid_size=14, num_masking_patches:int=75, seed=None):
+        self.height, self.width = _grid(grid_size)
         self.num_patches = self.height * self.width
         self.num_masking_patches = _check_budget(num_masking_patches, self.num_patches)
         self.reseed(seed)

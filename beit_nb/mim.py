@@ -12,11 +12,10 @@ import math, time
 from contextlib import contextmanager
 import numpy as np
 import torch
-import torch.nn.functional as F
-from .tokenizer import tokenizer_views
+import torch.nn.functional as F   # nothing here needs fastai, dall_e or the demo data
 
 # %% auto #0
-__all__ = ['mim_labels', 'mim_loss', 'mim_accuracy', 'demo_views', 'encode_all', 'majority_baseline', 'vae_terms', 'reconstruct',
+__all__ = ['mim_labels', 'mim_loss', 'mim_accuracy', 'encode_all', 'majority_baseline', 'vae_terms', 'reconstruct',
            'mask_overlay', 'show_reconstructions', 'pixel_regression_target', 'pixel_regression_loss', 'evaluate_mim']
 
 # %% ../nbs/04_mim.ipynb #502476eb
@@ -93,22 +92,11 @@ def mim_accuracy(logits, labels, bool_masked_pos=None) -> torch.Tensor:
     return (logits.argmax(-1) == labels).float().mean()
 
 # %% ../nbs/04_mim.ipynb #79241aeb
-def demo_views(images, input_size:int=64, tok_size:int=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
-    "uint8 images `[n,S,S,3]` -> (`view1` normalised `[n,3,input_size,input_size]`, `view2` in [0,1] `[n,3,tok_size,tok_size]`), no augmentation."
-    imgs = np.asarray(images)
-    if imgs.ndim != 4 or imgs.shape[-1] != 3 or imgs.dtype != np.uint8:
-        raise ValueError(f'images: expected uint8 [n,S,S,3], got {imgs.dtype} {imgs.shape}')
-    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
-    if x.shape[-1] != input_size or x.shape[-2] != input_size:
-        x = F.interpolate(x, size=(input_size, input_size), mode='bicubic', antialias=True, align_corners=False).clamp(0, 1)
-    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-    return (x - m) / s, tokenizer_views(imgs, tok_size, crop_fraction=0.)   # the demo tokenizer's own (Lanczos) resize
-
 @torch.no_grad()
-def encode_all(tokenizer, tok_images, bs:int=256) -> torch.Tensor:
+def encode_all(tokenizer, tok_images, batch_size:int=256) -> torch.Tensor:
     "Tokenizer ids `[n,h,w]` of a whole image tensor, in batches (eval mode)."
     with _evaluating(tokenizer):
-        return torch.cat([tokenizer.encode(tok_images[i:i + bs]).long() for i in range(0, len(tok_images), bs)])
+        return torch.cat([tokenizer.encode(tok_images[i:i + batch_size]).long() for i in range(0, len(tok_images), batch_size)])
 
 def majority_baseline(labels) -> float:
     "Accuracy of always guessing the most frequent token: its frequency among `labels`."
@@ -268,14 +256,14 @@ def pixel_regression_loss(pred, target, bool_masked_pos=None) -> torch.Tensor:
 
 # %% ../nbs/04_mim.ipynb #6d1a3c4d
 @torch.no_grad()
-def evaluate_mim(model, views, token_ids, masks, bs:int=64) -> dict:
+def evaluate_mim(model, views, token_ids, masks, batch_size:int=64) -> dict:
     "Masked-token loss (nats) and accuracy of `model` on fixed `(views, token_ids, masks)`, plus the majority baseline."
     token_ids, masks = token_ids.flatten(1), _flat_mask(masks)
     tot, correct, n = 0., 0, 0
     with _evaluating(model):
-        for i in range(0, len(views), bs):
-            m = masks[i:i + bs]
-            logits = model(views[i:i + bs], bool_masked_pos=m)
-            labels = token_ids[i:i + bs][m]
+        for i in range(0, len(views), batch_size):
+            m = masks[i:i + batch_size]
+            logits = model(views[i:i + batch_size], bool_masked_pos=m)
+            labels = token_ids[i:i + batch_size][m]
             tot += mim_loss(logits, labels, reduction='sum').item(); correct += (logits.argmax(-1) == labels).sum().item(); n += len(labels)
     return dict(loss=tot / n, accuracy=correct / n, n_masked=n, baseline=majority_baseline(token_ids[masks]))

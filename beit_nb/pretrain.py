@@ -26,8 +26,9 @@ from fastai.callback.progress import ProgressCallback
 from fastai.data.core import DataLoaders
 from fastai.optimizer import OptimWrapper
 
-from .data import UnlabeledImageFolder, BeitPretrainTransform, synthetic_scenes
-from .tokenizer import load_tokenizer, demo_tokenizer
+from .data import UnlabeledImageFolder, BeitPretrainTransform
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from .tokenizer import load_tokenizer
 from .masking import MaskingGenerator
 import beit_nb.backbone  # registers the *_8k_vocab models in timm's registry
 from .checkpoint import save_beit_checkpoint
@@ -37,9 +38,8 @@ from .training import (TrainConfig, global_batch, scaled_lr, lr_derivation, warm
                               resume_position, restore_training_state, run_callbacks, write_run_config)
 
 # %% auto #0
-__all__ = ['OFFICIAL_NO_DECAY', 'PretrainConfig', 'paper_config', 'demo_config', 'beit_param_groups', 'beit_adamw', 'SceneImages',
-           'MIMCallback', 'build_model', 'pretrain_learner', 'pretrain', 'heldout_views', 'heldout_mim_accuracy',
-           'beit_pretrain']
+__all__ = ['OFFICIAL_NO_DECAY', 'PretrainConfig', 'paper_config', 'demo_config', 'beit_param_groups', 'beit_adamw', 'MIMCallback',
+           'build_model', 'pretrain_learner', 'pretrain', 'heldout_views', 'heldout_mim_accuracy', 'beit_pretrain']
 
 # %% ../nbs/05_pretrain.ipynb #b73af731
 @dataclass
@@ -49,7 +49,7 @@ class PretrainConfig(TrainConfig):
     depth: int | None = None              # override the model's number of blocks (tests, ablations)
     input_size: int = 224                 # view 1, seen by the backbone
     second_input_size: int = 112          # view 2, seen by the tokenizer
-    num_mask_patches: int = 75            # 40% of 14×14
+    num_masking_patches: int = 75            # 40% of 14×14
     min_num_patches: int = 16             # smallest block of Algorithm 1
     max_mask_patches_per_block: int | None = None
     epochs: int = 800
@@ -69,10 +69,10 @@ class PretrainConfig(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         pos_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
-        for f in ('input_size', 'second_input_size', 'num_mask_patches', 'min_num_patches'):
+        for f in ('input_size', 'second_input_size', 'num_masking_patches', 'min_num_patches'):
             if not pos_int(getattr(self, f)): self._bad(f, 'a positive int')
-        if self.min_num_patches > self.num_mask_patches:   # Algorithm 1 could place no block: empty masks, NaN loss
-            self._bad('min_num_patches', f'<= num_mask_patches={self.num_mask_patches} (a smaller budget than the smallest '
+        if self.min_num_patches > self.num_masking_patches:   # Algorithm 1 could place no block: empty masks, NaN loss
+            self._bad('min_num_patches', f'<= num_masking_patches={self.num_masking_patches} (a smaller budget than the smallest '
                       'block leaves every mask empty)')
         if self.max_mask_patches_per_block is not None and not (pos_int(self.max_mask_patches_per_block)
                                                                  and self.max_mask_patches_per_block >= self.min_num_patches):
@@ -85,7 +85,7 @@ def paper_config(model:str='beit_base_patch16_224_8k_vocab', **kw) -> PretrainCo
 
 def demo_config(**kw) -> PretrainConfig:
     "The recipe on the bundled demo scenes: tiny BEiT, 64 px, 8×8 patches, 512-token demo tokenizer, CPU-sized."
-    d = dict(model='beit_tiny_patch8_64_8k_vocab', input_size=64, second_input_size=32, num_mask_patches=26,
+    d = dict(model='beit_tiny_patch8_64_8k_vocab', input_size=64, second_input_size=32, num_masking_patches=26,
              min_num_patches=4, epochs=20, warmup_epochs=2, batch_size=32, lr=1.5e-3, base_batch=32, drop_path=0.,
              imagenet_mean_std=False, num_workers=0, save_every=50)
     return PretrainConfig(**{**d, **kw})
@@ -104,15 +104,6 @@ def beit_adamw(model:nn.Module, cfg:PretrainConfig, lr:float) -> torch.optim.Ada
     "The paper's AdamW over `beit_param_groups`."
     groups = beit_param_groups(model, cfg.weight_decay, cfg.decay_mask_token_and_rel_pos)
     return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-
-# %% ../nbs/05_pretrain.ipynb #dae903b0
-class SceneImages(Dataset):
-    "The bundled synthetic scenes as PIL images (a stand-in for an image folder)."
-    def __init__(self, n:int=2000, size:int=64, seed:int=0):
-        from PIL import Image
-        self.images = [Image.fromarray(a) for a in synthetic_scenes(n, size, seed).images]
-    def __len__(self): return len(self.images)
-    def __getitem__(self, i): return self.images[i]
 
 # %% ../nbs/05_pretrain.ipynb #3f86ea79
 class MIMCallback(Callback):
@@ -140,7 +131,9 @@ def _tokenizer(tokenizer, demo:bool):
             raise FileNotFoundError(f'--tokenizer {tokenizer}: no such folder (expected one written by beit_nb.tokenizer.save_tokenizer '
                                     'or convert_dalle_pickles)')
         return load_tokenizer(tokenizer)
-    if demo: return demo_tokenizer()
+    if demo:
+        from beit_nb.synthetic import demo_tokenizer   # --demo only: the core chain does not import the demo data
+        return demo_tokenizer()
     raise ValueError('pretraining needs a tokenizer: pass --tokenizer DIR (a folder written by beit_nb.tokenizer.save_tokenizer, '
                      'or converted DALL-E weights), or --demo for the bundled demo tokenizer')
 
@@ -164,16 +157,17 @@ def _check_fits(cfg:PretrainConfig, tok, model):
     if (tok.grid_size, tok.grid_size) != grid or tok.input_size != cfg.second_input_size:
         raise ValueError(f'the tokenizer reads {tok.input_size} px into a {tok.grid_size}×{tok.grid_size} grid, but the model '
                          f'has a {grid[0]}×{grid[1]} patch grid and second_input_size={cfg.second_input_size}: they must match')
-    if cfg.num_mask_patches > grid[0] * grid[1]:
-        raise ValueError(f'num_mask_patches={cfg.num_mask_patches}: the {grid[0]}×{grid[1]} patch grid has only '
+    if cfg.num_masking_patches > grid[0] * grid[1]:
+        raise ValueError(f'num_masking_patches={cfg.num_masking_patches}: the {grid[0]}×{grid[1]} patch grid has only '
                          f'{grid[0] * grid[1]} patches (the paper masks 75 of 196, about 40%)')
 
 # %% ../nbs/05_pretrain.ipynb #93bc140e
 def _pretrain_data(cfg:PretrainConfig, data, grid, accel, n_demo:int):
     "The masked two-view dataset and its loader, with a sampler that deals whole optimizer steps to every rank."
-    masking = MaskingGenerator(grid, cfg.num_mask_patches, cfg.min_num_patches, max_num_patches=cfg.max_mask_patches_per_block, exact=True)
+    masking = MaskingGenerator(grid, cfg.num_masking_patches, cfg.min_num_patches, max_num_patches=cfg.max_mask_patches_per_block, exact=True)
     tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter, masking=masking,
                                 imagenet_default_mean_and_std=cfg.imagenet_mean_std)
+    if data is None: from beit_nb.synthetic import SceneImages   # --demo only
     base = SceneImages(n_demo, cfg.input_size, seed=cfg.seed) if data is None else UnlabeledImageFolder(data)
     ds = SeededSamples(base, tfm, cfg.seed)
     sampler = ResumableSampler(len(ds), accel.process_index, accel.num_processes, cfg.seed, multiple_of=cfg.batch_size * cfg.accum_steps)
@@ -230,7 +224,9 @@ def pretrain(cfg:PretrainConfig, **kw) -> Learner:
     else: accel.print(f'nothing to do: the run already finished its {cfg.epochs} epochs')
     accel.wait_for_everyone()
     if accel.is_main_process:
+        mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if cfg.imagenet_mean_std else (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
         meta = dict(model=cfg.model, vocab_size=learn.tokenizer.vocab_size, img_size=cfg.input_size, step=learn.run_state.step,
+                    mean=json.dumps(list(mean)), std=json.dumps(list(std)),     # the normalisation its inputs need (beit-app reads it)
                     **({'depth': cfg.depth} if cfg.depth else {}))
         save_beit_checkpoint(learn.model, Path(learn.path)/'model.safetensors', metadata=meta)
     return learn
@@ -255,7 +251,7 @@ def heldout_mim_accuracy(model:nn.Module, tokenizer:nn.Module, images, cfg:Pretr
     "Masked-token accuracy of `model` on `images` (un-augmented views, seeded blockwise masks) vs the majority-token baseline."
     dev = next(model.parameters()).device
     was_training = model.training; model.eval(); tokenizer.to(dev).eval()
-    gen = MaskingGenerator(_grid(model), cfg.num_mask_patches, cfg.min_num_patches, exact=True, seed=seed)
+    gen = MaskingGenerator(_grid(model), cfg.num_masking_patches, cfg.min_num_patches, exact=True, seed=seed)
     v1_all, v2_all = heldout_views(images, cfg)
     correct, loss, labels_all = 0, 0., []
     for _ in range(n_masks):
@@ -301,7 +297,7 @@ def beit_pretrain(
     abs_pos_emb:bool=False,        # add absolute position embeddings (off in the paper's pretraining)
     input_size:int=None,           # view 1 (backbone) size in pixels
     second_input_size:int=None,    # view 2 (tokenizer) size in pixels
-    num_mask_patches:int=None,     # masked patches per image (paper: 75 of 196)
+    num_masking_patches:int=None,     # masked patches per image (paper: 75 of 196)
     min_num_patches:int=None,      # smallest masking block (paper: 16)
     color_jitter:float=None,       # colour jitter strength (0.4)
     mean_std:str=None,             # view-1 normalisation: imagenet (the published command; --demo: half) or half (0.5/0.5)

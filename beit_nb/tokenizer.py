@@ -1,4 +1,5 @@
-"""Visual tokens for BEiT: one tokenizer interface, the DALL-E dVAE loaded safely from local files, and a trainable discrete VAE (Gumbel-softmax) with its fastai training.
+"""Visual tokens for BEiT: one tokenizer interface, the DALL-E dVAE loaded safely from local files, and saving,
+loading and measuring any tokenizer.
 
 Docs: https://beit-nb.github.io/beit_nb/tokenizer.html.md"""
 
@@ -6,7 +7,7 @@ Docs: https://beit-nb.github.io/beit_nb/tokenizer.html.md"""
 
 # %% ../nbs/01_tokenizer.ipynb #10dc5348
 from __future__ import annotations
-import contextlib, hashlib, importlib.resources, json, math, os, shutil, sys, tempfile, time, warnings
+import json, math
 from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -14,28 +15,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 from safetensors.torch import save_file, load_file
 from fastcore.basics import patch
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # raised by fastai.layers at import
-from fastcore.script import call_parse
-from fastai.callback.core import Callback
-from fastai.data.load import DataLoader
-from fastai.data.core import DataLoaders
-from fastai.learner import Learner, Metric
-from fastai.optimizer import Adam
-from fastai.torch_core import set_seed, no_random
-from filelock import FileLock
-import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
-from dall_e import Encoder as DalleEncoder, Decoder as DalleDecoder, map_pixels, unmap_pixels
-from .data import synthetic_scenes, UnlabeledImageFolder
+
+def _dall_e():
+    "The `dall-e` package, imported when a DALL-E tokenizer is used (not by everything that imports this module)."
+    import dall_e
+    return dall_e
 
 # %% auto #0
-__all__ = ['DEMO_TOKENIZER_CONFIG', 'DEMO_TOKENIZER_TRAINING', 'SHIPPED_DEMO_TOKENIZER', 'Tokenizer', 'DalleTokenizer',
-           'convert_dalle_pickles', 'ResBlock', 'DiscreteVAE', 'load_official_dvae', 'TemperatureAnneal',
-           'kmeans_init_', 'DVAELoss', 'TokenPSNR', 'train_dvae', 'evaluate_tokenizer', 'baseline_psnr',
-           'save_tokenizer', 'load_tokenizer', 'tokenizer_views', 'demo_tokenizer_data', 'demo_tokenizer',
-           'beit_train_tokenizer']
+__all__ = ['TOKENIZER_TYPES', 'Tokenizer', 'DalleTokenizer', 'convert_dalle_pickles', 'evaluate_tokenizer', 'baseline_psnr',
+           'register_tokenizer', 'save_tokenizer', 'load_tokenizer']
 
 # %% ../nbs/01_tokenizer.ipynb #6e389f4b
 @runtime_checkable
@@ -88,7 +78,7 @@ def _dalle_cfg(m, keys) -> dict: return {k: int(getattr(m, k)) for k in keys}
 
 def _build_dalle(kind:str, cfg:dict, state_dict=None) -> nn.Module:
     "A fresh `dall_e` Encoder/Decoder built from `cfg` (the constructor arguments), optionally with `state_dict` loaded strictly."
-    cls, keys = (DalleEncoder, _DALLE_ENC_KEYS) if kind == 'encoder' else (DalleDecoder, _DALLE_DEC_KEYS)
+    cls, keys = (_dall_e().Encoder, _DALLE_ENC_KEYS) if kind == 'encoder' else (_dall_e().Decoder, _DALLE_DEC_KEYS)
     missing = [k for k in keys if k not in cfg]
     if missing: raise ValueError(f'DALL-E {kind} config lacks {missing}; expected the keys {list(keys)}')
     m = cls(**{k: int(cfg[k]) for k in keys}, device=torch.device('cpu'), requires_grad=False)
@@ -101,8 +91,8 @@ class DalleTokenizer(nn.Module):
     downsample = 8     # three 2x max-pools in the encoder
     def __init__(self, encoder:nn.Module, decoder:nn.Module, input_size:int=112):
         super().__init__()
-        if not isinstance(encoder, DalleEncoder): raise TypeError(f'DalleTokenizer: encoder must be a dall_e.Encoder, got {type(encoder).__name__}')
-        if not isinstance(decoder, DalleDecoder): raise TypeError(f'DalleTokenizer: decoder must be a dall_e.Decoder, got {type(decoder).__name__}')
+        if not isinstance(encoder, _dall_e().Encoder): raise TypeError(f'DalleTokenizer: encoder must be a dall_e.Encoder, got {type(encoder).__name__}')
+        if not isinstance(decoder, _dall_e().Decoder): raise TypeError(f'DalleTokenizer: decoder must be a dall_e.Decoder, got {type(decoder).__name__}')
         if encoder.vocab_size != decoder.vocab_size:
             raise ValueError(f'DalleTokenizer: encoder has {encoder.vocab_size} tokens but decoder {decoder.vocab_size}')
         if input_size % self.downsample: raise ValueError(f'DalleTokenizer: input_size must be a multiple of 8, got {input_size}')
@@ -116,7 +106,7 @@ class DalleTokenizer(nn.Module):
     def get_codebook_logits(self, images:torch.Tensor) -> torch.Tensor:
         "Encoder logits `[B,vocab,h,w]` of images in [0,1]."
         x = _check_images(images, self.input_size, self.channels, 'DalleTokenizer.encode')
-        return self.encoder(map_pixels(x)).float()
+        return self.encoder(_dall_e().map_pixels(x)).float()
 
     @torch.no_grad()
     def encode(self, images:torch.Tensor) -> torch.Tensor:
@@ -129,7 +119,7 @@ class DalleTokenizer(nn.Module):
         ids = _check_ids(ids, self.vocab_size, 'DalleTokenizer.decode')
         z = F.one_hot(ids, self.vocab_size).permute(0, 3, 1, 2).float()
         stats = self.decoder(z).float()
-        return unmap_pixels(torch.sigmoid(stats[:, :3]))
+        return _dall_e().unmap_pixels(torch.sigmoid(stats[:, :3]))
 
     @property
     def config(self) -> dict:
@@ -167,7 +157,7 @@ def _load_dalle_pickle(path, kind:str, trust_pickle:bool, restricted:bool=False)
                                'If you trust the file, pass trust_pickle=True.') from None
     else:
         raise PermissionError(_PICKLE_REFUSAL.format(path=path))
-    cls = DalleEncoder if kind == 'encoder' else DalleDecoder
+    cls = _dall_e().Encoder if kind == 'encoder' else _dall_e().Decoder
     if isinstance(m, dict):   # a bare state dict cannot be rebuilt without its config
         raise ValueError(f'{path} holds a state dict, not a pickled dall_e.{cls.__name__}; '
                          'use DalleTokenizer.from_safetensors on a folder written by convert_dalle_pickles')
@@ -226,267 +216,16 @@ def convert_dalle_pickles(encoder_pkl, decoder_pkl, out_dir, trust_pickle:bool=F
     tok = DalleTokenizer(enc, dec, input_size=input_size)
     return _write_folder(out_dir, tok.config, dict(encoder=enc.state_dict(), decoder=dec.state_dict()))
 
-# %% ../nbs/01_tokenizer.ipynb #418729dd
-class ResBlock(nn.Module):
-    "conv3x3-ReLU-conv3x3-ReLU-conv1x1 plus identity (official keys `net.0`, `net.2`, `net.4`)."
-    def __init__(self, chan_in:int, hidden_size:int, chan_out:int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(chan_in, hidden_size, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(hidden_size, hidden_size, 3, padding=1), nn.ReLU(),
-                                 nn.Conv2d(hidden_size, chan_out, 1))
-    def forward(self, x): return self.net(x) + x
-
-# %% ../nbs/01_tokenizer.ipynb #a1c5990e
-class DiscreteVAE(nn.Module):
-    "BEiT's trainable dVAE (official `DiscreteVAE`, Gumbel-softmax bottleneck), also a `Tokenizer` on [0,1] images."
-    def __init__(self, image_size:int=256, num_tokens:int=512, codebook_dim:int=512, num_layers:int=3, hidden_dim:int=64,
-                 channels:int=3, num_resnet_blocks:int=0, smooth_l1_loss:bool=False, temperature:float=0.9,
-                 straight_through:bool=False, kl_div_loss_weight:float=0., normalization=((0.5,) * 3, (0.5,) * 3)):
-        super().__init__()
-        if num_layers < 1: raise ValueError(f'DiscreteVAE: num_layers must be >= 1, got {num_layers}')
-        if image_size % 2 ** num_layers: raise ValueError(f'DiscreteVAE: image_size {image_size} is not divisible by 2**num_layers = {2**num_layers}')
-        mean, std = normalization
-        if len(mean) != channels or len(std) != channels: raise ValueError(f'DiscreteVAE: normalization needs {channels} means and stds')
-        self.image_size, self.num_tokens, self.codebook_dim, self.num_layers = image_size, num_tokens, codebook_dim, num_layers
-        self.hidden_dim, self.channels, self.num_resnet_blocks, self.smooth_l1_loss = hidden_dim, channels, num_resnet_blocks, smooth_l1_loss
-        self.temperature, self.straight_through, self.kl_div_loss_weight = temperature, straight_through, kl_div_loss_weight
-        self.normalization = (tuple(float(v) for v in mean), tuple(float(v) for v in std))
-        self.codebook = nn.Embedding(num_tokens, codebook_dim)
-        enc, dec = [], [ResBlock(codebook_dim, hidden_dim, codebook_dim) for _ in range(num_resnet_blocks)]
-        enc_in, dec_in = channels, codebook_dim
-        for _ in range(num_layers):
-            enc += [nn.Sequential(nn.Conv2d(enc_in, hidden_dim, 4, stride=2, padding=1), nn.ReLU()), ResBlock(hidden_dim, hidden_dim, hidden_dim)]
-            dec += [nn.Sequential(nn.ConvTranspose2d(dec_in, hidden_dim, 4, stride=2, padding=1), nn.ReLU()), ResBlock(hidden_dim, hidden_dim, hidden_dim)]
-            enc_in = dec_in = hidden_dim
-        enc += [ResBlock(hidden_dim, hidden_dim, hidden_dim) for _ in range(num_resnet_blocks)]
-        self.encoder = nn.Sequential(*enc, nn.Conv2d(hidden_dim, num_tokens, 1))
-        self.decoder = nn.Sequential(*dec, nn.Conv2d(hidden_dim, channels, 1))
-        self.register_buffer('_mean', torch.tensor(self.normalization[0]).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer('_std', torch.tensor(self.normalization[1]).view(1, -1, 1, 1), persistent=False)
-
-    # --- the Tokenizer protocol
-    @property
-    def vocab_size(self) -> int: return self.num_tokens
-    @property
-    def input_size(self) -> int: return self.image_size
-    @property
-    def grid_size(self) -> int: return self.image_size // 2 ** self.num_layers
-    def normalize(self, x): return (x - self._mean) / self._std
-    def denormalize(self, x): return x * self._std + self._mean
-
-    @torch.no_grad()
-    def encode(self, images:torch.Tensor) -> torch.Tensor:
-        "Token ids `[B,h,w]` of images `[B,C,H,W]` in [0,1] (normalised here, then `get_codebook_indices`)."
-        x = _check_images(images, self.image_size, self.channels, 'DiscreteVAE.encode')
-        return self.get_codebook_indices(self.normalize(x))
-
-    @torch.no_grad()
-    def decode(self, ids:torch.Tensor) -> torch.Tensor:
-        "Images in [0,1] from token ids `[B,h,w]`."
-        ids = _check_ids(ids, self.num_tokens, 'DiscreteVAE.decode')
-        return self.denormalize(self.decode_raw(ids).float()).clamp(0, 1)
-
-    # --- the official API (normalised images)
-    def get_image_size(self): return self.image_size
-    def get_image_tokens_size(self): return self.grid_size
-
-    @torch.no_grad()
-    def get_codebook_indices(self, images:torch.Tensor) -> torch.Tensor:
-        "Official: argmax token ids `[B,h,w]` of *normalised* images (eval mode, restored afterwards)."
-        was = self.training; self.eval()
-        try: return self(images, return_logits=True).argmax(dim=1)
-        finally: self.train(was)
-
-    @torch.no_grad()
-    def get_codebook_probs(self, images:torch.Tensor) -> torch.Tensor:
-        "Official: softmax over the vocabulary `[B,vocab,h,w]` of normalised images."
-        was = self.training; self.eval()
-        try: return self(images, return_logits=True).softmax(dim=1)
-        finally: self.train(was)
-
-    def decode_raw(self, img_seq:torch.Tensor) -> torch.Tensor:
-        "Official `decode`: ids `[B,h*w]` (or `[B,h,w]`) -> decoder output in the normalised pixel space."
-        emb = self.codebook(img_seq)
-        if emb.dim() == 3:
-            b, n, d = emb.shape
-            side = math.isqrt(n); emb = emb.view(b, side, side, d)
-        return self.decoder(emb.permute(0, 3, 1, 2))
-
-    def forward_train(self, img:torch.Tensor, temp:float|None=None):
-        "Normalised images -> `(reconstruction, logits)` through a Gumbel-softmax sample of the codebook."
-        logits = self.encoder(img)
-        soft_one_hot = F.gumbel_softmax(logits, tau=self.temperature if temp is None else temp, dim=1, hard=self.straight_through)
-        sampled = torch.einsum('bnhw,nd->bdhw', soft_one_hot, self.codebook.weight)
-        return self.decoder(sampled), logits
-
-    def kl_div(self, logits:torch.Tensor) -> torch.Tensor:
-        "KL(q(z|x) || uniform), summed over batch, positions and vocabulary (as the official code computes it)."
-        log_qy = torch.log(logits.flatten(2).transpose(1, 2).softmax(-1) + 1e-10)
-        return (log_qy.exp() * (log_qy + math.log(logits.shape[1]))).sum()
-
-    def compute_loss(self, img:torch.Tensor, recon:torch.Tensor, logits:torch.Tensor) -> torch.Tensor:
-        "Official loss: reconstruction (MSE or smooth-L1, normalised space) + `kl_div_loss_weight` * KL."
-        loss = (F.smooth_l1_loss if self.smooth_l1_loss else F.mse_loss)(img, recon)
-        return loss + self.kl_div(logits) * self.kl_div_loss_weight if self.kl_div_loss_weight else loss
-
-    def forward(self, img, return_loss=False, return_recons=False, return_logits=False, temp=None):
-        "Official forward on normalised images: reconstruction, or `loss`, `(loss, recon)`, or the encoder logits."
-        if img.shape[-1] != self.image_size or img.shape[-2] != self.image_size:
-            raise ValueError(f'DiscreteVAE: input must be {self.image_size}x{self.image_size}, got {tuple(img.shape[-2:])}')
-        if return_logits: return self.encoder(img)
-        out, logits = self.forward_train(img, temp)
-        if not return_loss: return out
-        loss = self.compute_loss(img, out, logits)
-        return (loss, out) if return_recons else loss
-
-    @property
-    def config(self) -> dict:
-        return dict(type='DiscreteVAE', image_size=self.image_size, num_tokens=self.num_tokens, codebook_dim=self.codebook_dim,
-                    num_layers=self.num_layers, hidden_dim=self.hidden_dim, channels=self.channels,
-                    num_resnet_blocks=self.num_resnet_blocks, smooth_l1_loss=self.smooth_l1_loss, temperature=self.temperature,
-                    straight_through=self.straight_through, kl_div_loss_weight=self.kl_div_loss_weight,
-                    normalization=[list(self.normalization[0]), list(self.normalization[1])])
-
-    def extra_repr(self): return f'vocab_size={self.vocab_size}, input_size={self.input_size}, grid_size={self.grid_size}'
-
-# %% ../nbs/01_tokenizer.ipynb #7af4086c
-def load_official_dvae(path, image_size:int=112, num_tokens:int=8192, num_layers:int=3, codebook_dim:int=512, hidden_dim:int=256) -> DiscreteVAE:
-    "A `DiscreteVAE` from an official BEiT `customized` dVAE checkpoint (`pytorch_model.bin` or its folder), as `get_d_vae` builds it."
-    path = Path(path)
-    if path.is_dir(): path = path / 'pytorch_model.bin'
-    if not path.exists(): raise FileNotFoundError(f'load_official_dvae: {path} does not exist')
-    ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    sd = ckpt.get('weights', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict): raise ValueError(f'load_official_dvae: {path} does not hold a state dict')
-    vae = DiscreteVAE(image_size=image_size, num_tokens=num_tokens, codebook_dim=codebook_dim, num_layers=num_layers, hidden_dim=hidden_dim)
-    try: vae.load_state_dict(sd, strict=True)
-    except RuntimeError as e: raise ValueError(f'load_official_dvae: {path} does not match DiscreteVAE(num_tokens={num_tokens}, '
-                                               f'num_layers={num_layers}, codebook_dim={codebook_dim}, hidden_dim={hidden_dim}): {e}') from None
-    return vae.eval()
-
-# %% ../nbs/01_tokenizer.ipynb #279bcaee
-def _find_vae(model) -> DiscreteVAE:
-    if isinstance(model, DiscreteVAE): return model
-    for m in model.modules():
-        if isinstance(m, DiscreteVAE): return m
-    raise TypeError(f'no DiscreteVAE inside {type(model).__name__}')
-
-class TemperatureAnneal(Callback):
-    "Set the Gumbel-softmax temperature to `max(tau_min, tau0 * exp(-rate * step))` before each training batch."
-    order = 0
-    def __init__(self, tau0:float=1.0, tau_min:float=0.5, rate:float=1e-2):
-        self.tau0, self.tau_min, self.rate = tau0, tau_min, rate
-    def tau(self, step:int) -> float: return max(self.tau_min, self.tau0 * math.exp(-self.rate * step))
-    def before_fit(self): self._vae, self.history = _find_vae(self.learn.model), []
-    def before_batch(self):
-        if self.training:
-            self._vae.temperature = self.tau(self.train_iter)
-            self.history.append(self._vae.temperature)
-
-# %% ../nbs/01_tokenizer.ipynb #143e4d60
-@torch.no_grad()
-def kmeans_init_(vae:DiscreteVAE, images:torch.Tensor, n_iter:int=10, margin:float=2.0, max_feats:int=32768, seed:int=0) -> torch.Tensor:
-    "Fresh-start init of `vae` from `images` ([N,C,H,W] in [0,1]): He init of the encoder, k-means logits. Returns token counts."
-    g = torch.Generator().manual_seed(seed)
-    for m in vae.encoder[:-1].modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, nonlinearity='relu', generator=g); nn.init.zeros_(m.bias)
-    dev = next(vae.parameters()).device
-    h = torch.cat([vae.encoder[:-1](vae.normalize(images[i:i+256].to(dev).float())) for i in range(0, len(images), 256)])
-    f = h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]).cpu()
-    if len(f) > max_feats: f = f[torch.randperm(len(f), generator=g)[:max_feats]]
-    K = vae.num_tokens
-    C = f[torch.randint(len(f), (K,), generator=g)].clone() if len(f) < K else f[torch.randperm(len(f), generator=g)[:K]].clone()
-    for _ in range(n_iter):
-        d = torch.cdist(f, C)
-        a = d.argmin(1)
-        cnt = torch.bincount(a, minlength=K)
-        S = torch.zeros_like(C).index_add_(0, a, f)
-        alive = cnt > 0
-        C[alive] = S[alive] / cnt[alive, None].float()
-        dead = (~alive).nonzero().flatten()
-        if len(dead):    # move empty centres to the worst-served features
-            C[dead] = f[d.gather(1, a[:, None]).flatten().topk(min(len(dead), len(f))).indices][:len(dead)]
-    d2 = torch.cdist(f, C) ** 2
-    top2 = d2.topk(2, largest=False).values
-    s = margin / (top2[:, 1] - top2[:, 0]).median().clamp_min(1e-8)
-    conv = vae.encoder[-1]
-    conv.weight.copy_((2 * s * C)[:, :, None, None].to(conv.weight)); conv.bias.copy_((-s * (C ** 2).sum(1)).to(conv.bias))
-    if vae.codebook.weight.shape[1] == C.shape[1]: vae.codebook.weight.copy_(C.to(vae.codebook.weight))
-    return torch.bincount(d2.argmin(1), minlength=K)
-
-# %% ../nbs/01_tokenizer.ipynb #db8ea01a
-class _DVAEForTraining(nn.Module):
-    "fastai model: [0,1] images -> `(reconstruction, logits)` of `vae` (in the normalised space)."
-    def __init__(self, vae:DiscreteVAE): super().__init__(); self.vae = vae
-    def forward(self, x): return self.vae.forward_train(self.vae.normalize(x))
-
-class DVAELoss:
-    "fastai loss: the official dVAE loss of `(recon, logits)` against the [0,1] target, normalised inside."
-    def __init__(self, vae:DiscreteVAE): self.vae = vae
-    def __call__(self, pred, target): return self.vae.compute_loss(self.vae.normalize(target), *pred)
-
+# %% ../nbs/01_tokenizer.ipynb #55dae591
 def _psnr(mse:float) -> float: return 10 * math.log10(1 / max(mse, 1e-12))
 
-class TokenPSNR(Metric):
-    "PSNR (dB, pixels in [0,1]) of the hard round trip `decode(encode(x))` over the validation set."
-    def reset(self): self.se, self.n = 0., 0
-    def accumulate(self, learn):
-        vae, x = _find_vae(learn.model), learn.yb[0]
-        rec = vae.decode(vae.encode(x))
-        self.se += ((rec - x.float()) ** 2).sum().item(); self.n += x.numel()
-    @property
-    def value(self): return _psnr(self.se / self.n) if self.n else None
-    @property
-    def name(self): return 'token_psnr'
-
-class _Pairs(torch.utils.data.Dataset):
-    "(x, x) pairs for an autoencoder, with a random horizontal flip of probability `flip`."
-    def __init__(self, items, flip:float=0.): self.items, self.flip = items, flip
-    def __len__(self): return len(self.items)
-    def __getitem__(self, i):
-        x = self.items[i]
-        if self.flip and torch.rand(()) < self.flip: x = x.flip(-1)
-        return x, x
-
-def _first_images(ds, n:int) -> torch.Tensor:
-    return ds[:n] if torch.is_tensor(ds) else torch.stack([ds[i] for i in range(min(n, len(ds)))])
-
-# %% ../nbs/01_tokenizer.ipynb #fc73650a
-def train_dvae(vae:DiscreteVAE, train, valid=None, epochs:int=5, bs:int=64, lr:float=2e-3, wd:float=0.01,
-               tau0:float=1.0, tau_min:float=0.5, anneal_rate:float=1e-2, kmeans_init:bool=True, flip:float=0.5,
-               pct_start:float=0.1, seed:int=0, device=None, num_workers:int=0, progress:bool=True, cbs=None) -> Learner:
-    "Train `vae` in place with a fastai `Learner` (one-cycle Adam, Gumbel temperature annealing). `train`/`valid`: [N,C,H,W] in [0,1] tensors or datasets of such tensors."
-    if valid is None:
-        if not torch.is_tensor(train): raise ValueError('train_dvae: pass `valid` when `train` is a dataset')
-        n_val = max(1, len(train) // 10)
-        train, valid = train[:-n_val], train[-n_val:]
-    if len(train) < bs: raise ValueError(f'train_dvae: {len(train)} training images is fewer than one batch of {bs}')
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    set_seed(seed)
-    vae.to(device).train()
-    if kmeans_init: kmeans_init_(vae, _first_images(train, 512), seed=seed)
-    dls = DataLoaders(DataLoader(_Pairs(train, flip), bs=bs, shuffle=True, drop_last=True, num_workers=num_workers, device=device),
-                      DataLoader(_Pairs(valid), bs=2 * bs, num_workers=num_workers, device=device), device=device)
-    learn = Learner(dls, _DVAEForTraining(vae), loss_func=DVAELoss(vae), opt_func=Adam, wd=wd, metrics=[TokenPSNR()],
-                    cbs=[TemperatureAnneal(tau0, tau_min, anneal_rate)] + list(cbs or []))
-    ctx = contextlib.nullcontext() if progress else contextlib.ExitStack()
-    with ctx as stack:
-        if not progress: stack.enter_context(learn.no_bar()); stack.enter_context(learn.no_logging())
-        t = time.time()
-        learn.fit_one_cycle(epochs, lr, pct_start=pct_start)
-        learn.train_seconds = time.time() - t
-    vae.eval()
-    return learn
-
-# %% ../nbs/01_tokenizer.ipynb #55dae591
 @torch.no_grad()
-def evaluate_tokenizer(tok, images:torch.Tensor, bs:int=256) -> dict:
+def evaluate_tokenizer(tok, images:torch.Tensor, batch_size:int=256) -> dict:
     "Round-trip quality of `tok` on `images` [N,3,H,W] in [0,1]: mse, psnr, tokens used, perplexity."
     dev = next(tok.parameters()).device
     se, counts = 0., torch.zeros(tok.vocab_size, dtype=torch.long)
-    for i in range(0, len(images), bs):
-        x = images[i:i+bs].to(dev).float()
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(dev).float()
         ids = tok.encode(x)
         se += ((tok.decode(ids) - x) ** 2).sum().item()
         counts += torch.bincount(ids.flatten().cpu(), minlength=tok.vocab_size)
@@ -503,178 +242,32 @@ def baseline_psnr(images:torch.Tensor, grid_size:int) -> dict:
     return dict(mean_color=_psnr(((mean - x) ** 2).mean().item()), blur=_psnr(((blur - x) ** 2).mean().item()))
 
 # %% ../nbs/01_tokenizer.ipynb #8054aba7
+TOKENIZER_TYPES = {}   # config.json 'type' -> class with `folder_tensors()` and `from_folder(path, config)`
+
+def register_tokenizer(cls):
+    "Let `save_tokenizer`/`load_tokenizer` handle `cls` (it provides `config`, `folder_tensors()` and `from_folder`)."
+    TOKENIZER_TYPES[cls.__name__] = cls
+    return cls
+
 def save_tokenizer(tok, path, meta:dict|None=None) -> Path:
-    "Save a `DiscreteVAE` or `DalleTokenizer` to the folder `path` (config.json + safetensors)."
-    if isinstance(tok, DiscreteVAE):
-        return _write_folder(path, dict(tok.config, meta=meta or {}), dict(model=tok.state_dict()))
-    if isinstance(tok, DalleTokenizer):
-        return _write_folder(path, dict(tok.config, meta=meta or {}), dict(encoder=tok.encoder.state_dict(), decoder=tok.decoder.state_dict()))
-    raise TypeError(f'save_tokenizer: cannot save a {type(tok).__name__}; expected DiscreteVAE or DalleTokenizer')
+    "Save a registered tokenizer (`DalleTokenizer`, `DiscreteVAE`) to the folder `path` (config.json + safetensors)."
+    if type(tok).__name__ not in TOKENIZER_TYPES:
+        raise TypeError(f'save_tokenizer: cannot save a {type(tok).__name__}; expected one of {sorted(TOKENIZER_TYPES)}')
+    return _write_folder(path, dict(tok.config, meta=meta or {}), tok.folder_tensors())
 
 def load_tokenizer(path, device='cpu'):
     "Load a tokenizer folder written by `save_tokenizer` or `convert_dalle_pickles`; returns it in eval mode."
     path = Path(path)
     cfg = _read_config(path)
     kind = cfg.get('type')
-    if kind == 'DalleTokenizer': tok = DalleTokenizer.from_safetensors(path)
-    elif kind == 'DiscreteVAE':
-        f = path / 'model.safetensors'
-        if not f.exists(): raise FileNotFoundError(f'load_tokenizer: {f} is missing')
-        args = {k: v for k, v in cfg.items() if k not in ('type', 'meta')}
-        args['normalization'] = tuple(tuple(t) for t in args.get('normalization', ((0.5,) * 3, (0.5,) * 3)))
-        tok = DiscreteVAE(**args)
-        tok.load_state_dict(load_file(str(f)), strict=True)
-    else: raise ValueError(f'load_tokenizer: {path/"config.json"} has unknown type {kind!r} (expected DiscreteVAE or DalleTokenizer)')
+    if kind not in TOKENIZER_TYPES:
+        raise ValueError(f'load_tokenizer: {path/"config.json"} has unknown type {kind!r} (expected one of {sorted(TOKENIZER_TYPES)})')
+    tok = TOKENIZER_TYPES[kind].from_folder(path, cfg)
     tok.meta = cfg.get('meta', {})
     return tok.to(device).eval()
 
-# %% ../nbs/01_tokenizer.ipynb #87734aee
-DEMO_TOKENIZER_CONFIG = dict(image_size=32, num_tokens=512, codebook_dim=64, num_layers=2, hidden_dim=64,
-                             temperature=1.0, straight_through=True, kl_div_loss_weight=0.)
-DEMO_TOKENIZER_TRAINING = dict(n_train=2048, n_valid=256, scene_size=64, crop_fraction=0.5, epochs=5, bs=64, lr=3e-3,
-                               tau0=1.0, tau_min=0.5, anneal_rate=1e-2, seed=0)
-_DEMO_VERSION = 1
-
-def _rrc_box(rng, size:int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-    "A random-resized-crop box (left, top, right, bottom) in a `size`² image, as torchvision draws it."
-    area = size * size
-    for _ in range(10):
-        a = area * rng.uniform(*scale)
-        r = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        w, h = int(round(math.sqrt(a * r))), int(round(math.sqrt(a / r)))
-        if 0 < w <= size and 0 < h <= size:
-            i, j = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
-            return (int(j), int(i), int(j + w), int(i + h))
-    return (0, 0, size, size)
-
-def tokenizer_views(images:np.ndarray, size:int=32, crop_fraction:float=0.5, scale=(0.08, 1.0), seed:int=0) -> torch.Tensor:
-    "Float [N,3,size,size] in [0,1]: uint8 [N,S,S,3] `images` Lanczos-resized, a `crop_fraction` of them random-resized crops."
-    rng = np.random.default_rng(seed)
-    out = np.empty((len(images), size, size, 3), np.uint8)
-    for k, im in enumerate(images):
-        S = im.shape[0]
-        box = _rrc_box(rng, S, scale) if rng.random() < crop_fraction else (0, 0, S, S)
-        out[k] = np.asarray(Image.fromarray(im).resize((size, size), Image.LANCZOS, box=box))
-    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255)
-
-def demo_tokenizer_data(n_train:int=2048, n_valid:int=256, scene_size:int=64, crop_fraction:float=0.5, seed:int=0, size:int=32):
-    "(train, valid) tokenizer views of synthetic scenes; validation = whole held-out scenes (a different seed)."
-    train = tokenizer_views(synthetic_scenes(n_train, scene_size, seed=seed).images, size, crop_fraction, seed=seed)
-    valid = tokenizer_views(synthetic_scenes(n_valid, scene_size, seed=seed + 10_000).images, size, 0., seed=seed)
-    return train, valid
-
-def _cache_root(cache_dir=None) -> Path:
-    return Path(cache_dir or os.environ.get('BEIT_NB_CACHE') or Path.home() / '.cache' / 'beit_nb').expanduser()
-
-# %% ../nbs/01_tokenizer.ipynb #3fe9180b
-SHIPPED_DEMO_TOKENIZER = Path(str(importlib.resources.files('beit_nb')))/'assets'/'demo_tokenizer'   # package data
-
-@contextlib.contextmanager
-def _torch_threads(n:int):
-    "Run torch on `n` CPU threads inside the block."
-    prev = torch.get_num_threads(); torch.set_num_threads(n)
-    try: yield
-    finally: torch.set_num_threads(prev)
-
-def _demo_key(train_cfg) -> str:
-    key = json.dumps(dict(model=DEMO_TOKENIZER_CONFIG, train=train_cfg, version=_DEMO_VERSION), sort_keys=True)
-    return hashlib.sha1(key.encode()).hexdigest()[:10]
-
-def _train_demo_tokenizer(train_cfg, progress=False) -> tuple[DiscreteVAE, dict]:
-    "Train the demo dVAE on one CPU thread (so the thread count cannot change the result); the model and its meta."
-    tc = dict(train_cfg)
-    train, valid = demo_tokenizer_data(tc.pop('n_train'), tc.pop('n_valid'), tc.pop('scene_size'), tc.pop('crop_fraction'), seed=tc['seed'])
-    t = time.time()
-    with no_random(tc['seed']), _torch_threads(1):       # seeded from the recipe; the caller's RNG states come back after
-        vae = DiscreteVAE(**DEMO_TOKENIZER_CONFIG)
-        learn = train_dvae(vae, train, valid, device='cpu', progress=progress, **tc)
-    names = learn.recorder.metric_names[1:-1]
-    return vae, dict(recipe=_demo_key(train_cfg), train_seconds=round(time.time() - t, 1), fit_seconds=round(learn.train_seconds, 1),
-                     history=[dict(epoch=i, **{k: round(float(v), 5) for k, v in zip(names, row)}) for i, row in enumerate(learn.recorder.values)],
-                     valid=evaluate_tokenizer(vae, valid), baselines=baseline_psnr(valid, vae.grid_size), training=train_cfg,
-                     threads=1, torch=torch.__version__)
-
-def demo_tokenizer(cache_dir=None, retrain:bool=False, progress:bool=False, **training) -> DiscreteVAE:
-    "The demo dVAE (32 px -> 8x8 tokens, vocab 512): the copy shipped with the package, or trained (~1 min CPU) and cached."
-    train_cfg = dict(DEMO_TOKENIZER_TRAINING, **training)
-    unknown = set(training) - set(DEMO_TOKENIZER_TRAINING)
-    if unknown: raise TypeError(f'demo_tokenizer: unknown training options {sorted(unknown)}; known: {sorted(DEMO_TOKENIZER_TRAINING)}')
-    key, shipped = _demo_key(train_cfg), SHIPPED_DEMO_TOKENIZER
-    if not retrain and (shipped/'config.json').exists() and _read_config(shipped).get('meta', {}).get('recipe') == key:
-        return load_tokenizer(shipped)
-    root = _cache_root(cache_dir)
-    folder = root / f'demo_tokenizer_{key}'
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(root / f'{folder.name}.lock'):             # parallel processes wait instead of training twice
-        if (folder / 'config.json').exists() and not retrain: return load_tokenizer(folder)
-        vae, meta = _train_demo_tokenizer(train_cfg, progress)
-        tmp_dir = Path(tempfile.mkdtemp(dir=root, prefix='.tmp_tok_'))
-        save_tokenizer(vae, tmp_dir, meta=meta)
-        if folder.exists(): shutil.rmtree(folder)
-        os.replace(tmp_dir, folder)
-        return load_tokenizer(folder)
-
-# %% ../nbs/01_tokenizer.ipynb #5f371b8d
-class _FolderTransform:
-    "PIL image -> float [3,size,size] in [0,1]: random-resized crop + flip (train) or resize + centre crop."
-    def __init__(self, size:int, train:bool):
-        import torchvision.transforms.v2 as v2
-        t = ([v2.RandomResizedCrop(size, scale=(0.35, 1.0), antialias=True), v2.RandomHorizontalFlip()] if train
-             else [v2.Resize(size, antialias=True), v2.CenterCrop(size)])
-        self.tf = v2.Compose(t + [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
-    def __call__(self, img): return self.tf(img).as_subclass(torch.Tensor)
-
-class _Subset(torch.utils.data.Dataset):
-    def __init__(self, ds, idx, transform): self.ds, self.idx, self.transform = ds, list(idx), transform
-    def __len__(self): return len(self.idx)
-    def __getitem__(self, i): return self.transform(self.ds[self.idx[i]])
-
-@call_parse
-def beit_train_tokenizer(
-    data:str,                     # folder of images to train on (searched recursively)
-    out:str,                      # output folder for the tokenizer (config.json + model.safetensors)
-    image_size:int=32,            # input size in pixels (the tokenizer view: 112 in BEiT, 32 in the demo)
-    num_layers:int=2,             # stride-2 layers: grid = image_size / 2**num_layers
-    num_tokens:int=512,           # vocabulary size
-    codebook_dim:int=64,          # codebook embedding width
-    hidden_dim:int=64,            # conv width
-    num_resnet_blocks:int=0,      # extra residual blocks at the bottleneck (0 = official BEiT layout)
-    epochs:int=5,                 # training epochs
-    bs:int=64,                    # batch size
-    lr:float=2e-3,                # peak learning rate (one-cycle Adam)
-    soft:bool=False,              # relaxed Gumbel-softmax samples instead of straight-through
-    tau0:float=1.0,               # initial Gumbel temperature
-    tau_min:float=0.5,            # final Gumbel temperature
-    anneal_rate:float=1e-2,       # tau = max(tau_min, tau0 * exp(-anneal_rate * step))
-    kl_weight:float=0.,           # weight of KL(q || uniform)
-    valid_pct:float=0.1,          # fraction of images held out for validation
-    max_images:int=None,          # use at most this many images
-    seed:int=0,                   # random seed
-    device:str=None,              # cpu / cuda (default: cuda if available)
-    num_workers:int=0,            # data loader workers
-    quiet:bool=False,             # no progress bars
-):
-    "Train BEiT's discrete VAE tokenizer on a folder of images and save it."
-    try:
-        if not 0 < valid_pct < 1: raise ValueError(f'--valid-pct must be in (0, 1), got {valid_pct}')
-        if Path(out).exists() and not Path(out).is_dir(): raise NotADirectoryError(f'output {out} exists and is not a folder')
-        ds = UnlabeledImageFolder(data)
-        set_seed(seed)
-        vae = DiscreteVAE(image_size=image_size, num_tokens=num_tokens, codebook_dim=codebook_dim, num_layers=num_layers,
-                          hidden_dim=hidden_dim, num_resnet_blocks=num_resnet_blocks, temperature=tau0,
-                          straight_through=not soft, kl_div_loss_weight=kl_weight)
-        idx = np.random.default_rng(seed).permutation(len(ds))[:max_images]
-        n_val = max(1, int(round(len(idx) * valid_pct)))
-        if len(idx) - n_val < bs: raise ValueError(f'{data} has {len(idx)} usable images: too few for a validation split and one batch of {bs} (lower --bs)')
-        train = _Subset(ds, idx[n_val:], _FolderTransform(image_size, True))
-        valid = _Subset(ds, idx[:n_val], _FolderTransform(image_size, False))
-    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
-        sys.exit(f'beit-train-tokenizer: error: {e}')
-    learn = train_dvae(vae, train, valid, epochs=epochs, bs=bs, lr=lr, tau0=tau0, tau_min=tau_min, anneal_rate=anneal_rate,
-                       seed=seed, device=device, num_workers=num_workers, progress=not quiet)
-    vimg = torch.stack([valid[i] for i in range(len(valid))])
-    res, base = evaluate_tokenizer(vae, vimg), baseline_psnr(vimg, vae.grid_size)
-    path = save_tokenizer(vae.cpu(), out, meta=dict(data=str(data), n_train=len(train), n_valid=len(valid), valid=res,
-                                                    baselines=base, train_seconds=round(learn.train_seconds, 1)))
-    print(f"saved {path}: {vae.grid_size}x{vae.grid_size} tokens of {vae.vocab_size}; held-out PSNR {res['psnr']:.2f} dB "
-          f"(mean-colour baseline {base['mean_color']:.2f} dB), {res['tokens_used']} tokens used, perplexity {res['perplexity']:.0f}")
+@patch
+def folder_tensors(self:DalleTokenizer) -> dict: return dict(encoder=self.encoder.state_dict(), decoder=self.decoder.state_dict())
+@patch(cls_method=True)
+def from_folder(cls:DalleTokenizer, path, config:dict): return cls.from_safetensors(path)
+register_tokenizer(DalleTokenizer);

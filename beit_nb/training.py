@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn
 from torch.utils.data import Dataset, Sampler
+from fastcore.basics import patch
 from fastai.learner import Recorder, CancelBatchException, CancelBackwardException
 from fastai.callback.core import Callback, TrainEvalCallback, CancelValidException
 
@@ -423,38 +424,42 @@ class RunLog(Callback):
         self.step_sums = torch.zeros(3, dtype=torch.float64)   # this optimizer step's micro-batches (rank 0's share)
         self.t0 = time.time()
 
-    def after_batch(self):
-        if not self.training or not self.learn.yb: return      # a skipped batch has no targets left
-        s = torch.tensor(_batch_stats(self.learn), dtype=torch.float64)
-        self.sums += torch.cat([s, torch.tensor([self.learn.xb[0].shape[0]], dtype=torch.float64)]); self.step_sums += s
-        tr = getattr(self.learn, 'accelerated_training', None)
-        if tr is not None and not tr.stepped: return
-        (l, c, _), self.step_sums = (self.step_sums / max(self.step_sums[2].item(), 1)).tolist(), torch.zeros(3, dtype=torch.float64)
-        if not self.main: return
-        lr = self.learn.opt.hypers[0]['lr']
-        _append_csv(self.run_dir/'steps.csv', self.STEP_COLS, dict(step=self.state.step, epoch=self.state.abs_epoch,
-                                                                    loss=f'{l:.6f}', accuracy=f'{c:.4f}', lr=f'{lr:.4e}'))
-        if self.tb: self.tb.add_scalar('train/loss', l, self.state.step); self.tb.add_scalar('train/lr', lr, self.state.step)
+# %% ../nbs/04b_training.ipynb #b04ffb8e
+@patch
+def after_batch(self:RunLog):
+    if not self.training or not self.learn.yb: return      # a skipped batch has no targets left
+    s = torch.tensor(_batch_stats(self.learn), dtype=torch.float64)
+    self.sums += torch.cat([s, torch.tensor([self.learn.xb[0].shape[0]], dtype=torch.float64)]); self.step_sums += s
+    tr = getattr(self.learn, 'accelerated_training', None)
+    if tr is not None and not tr.stepped: return
+    (l, c, _), self.step_sums = (self.step_sums / max(self.step_sums[2].item(), 1)).tolist(), torch.zeros(3, dtype=torch.float64)
+    if not self.main: return
+    lr = self.learn.opt.hypers[0]['lr']
+    _append_csv(self.run_dir/'steps.csv', self.STEP_COLS, dict(step=self.state.step, epoch=self.state.abs_epoch,
+                                                                loss=f'{l:.6f}', accuracy=f'{c:.4f}', lr=f'{lr:.4e}'))
+    if self.tb: self.tb.add_scalar('train/loss', l, self.state.step); self.tb.add_scalar('train/lr', lr, self.state.step)
 
-    def after_train(self):
-        tot = self.sums.to(self.accel.device)
-        if self.accel.num_processes > 1: tot = self.accel.reduce(tot, 'sum')
-        tot, secs = tot.cpu().tolist(), time.time() - self.t0
-        guard = getattr(self.learn, 'non_finite_guard', None)
-        r = self.epoch_row = dict(epoch=self.state.abs_epoch, step=self.state.step, loss=f'{tot[0] / max(tot[2], 1):.5f}',
-                                  accuracy=f'{tot[1] / max(tot[2], 1):.4f}', lr=f'{self.learn.opt.hypers[0]["lr"]:.3e}',
-                                  img_per_s=f'{tot[3] / max(secs, 1e-9):.1f}', seconds=f'{secs:.1f}',
-                                  nonfinite=guard.n_nonfinite if guard else 0)
-        if not self.main: return
-        _append_csv(self.run_dir/'log.csv', self.EPOCH_COLS, r)
-        if self.tb:
-            for k in ('loss', 'accuracy', 'img_per_s'): self.tb.add_scalar(f'epoch/{k}', float(r[k]), self.state.step)
-        if self.echo:
-            print(f'epoch {r["epoch"] + 1}/{self.state.cfg.epochs}  step {r["step"]}  loss {r["loss"]}  acc '
-                  f'{float(r["accuracy"]):.1%}  lr {r["lr"]}  {r["img_per_s"]} img/s  {r["seconds"]} s', flush=True)
+@patch
+def after_train(self:RunLog):
+    tot = self.sums.to(self.accel.device)
+    if self.accel.num_processes > 1: tot = self.accel.reduce(tot, 'sum')
+    tot, secs = tot.cpu().tolist(), time.time() - self.t0
+    guard = getattr(self.learn, 'non_finite_guard', None)
+    r = self.epoch_row = dict(epoch=self.state.abs_epoch, step=self.state.step, loss=f'{tot[0] / max(tot[2], 1):.5f}',
+                              accuracy=f'{tot[1] / max(tot[2], 1):.4f}', lr=f'{self.learn.opt.hypers[0]["lr"]:.3e}',
+                              img_per_s=f'{tot[3] / max(secs, 1e-9):.1f}', seconds=f'{secs:.1f}',
+                              nonfinite=guard.n_nonfinite if guard else 0)
+    if not self.main: return
+    _append_csv(self.run_dir/'log.csv', self.EPOCH_COLS, r)
+    if self.tb:
+        for k in ('loss', 'accuracy', 'img_per_s'): self.tb.add_scalar(f'epoch/{k}', float(r[k]), self.state.step)
+    if self.echo:
+        print(f'epoch {r["epoch"] + 1}/{self.state.cfg.epochs}  step {r["step"]}  loss {r["loss"]}  acc '
+              f'{float(r["accuracy"]):.1%}  lr {r["lr"]}  {r["img_per_s"]} img/s  {r["seconds"]} s', flush=True)
 
-    def after_fit(self):
-        if self.tb: self.tb.close()
+@patch
+def after_fit(self:RunLog):
+    if self.tb: self.tb.close()
 
 # %% ../nbs/04b_training.ipynb #679e8018
 def state_hash(model:nn.Module) -> str:

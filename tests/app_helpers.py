@@ -11,7 +11,8 @@ def save_tiny_run(folder: Path) -> tuple[Path, Path]:
     import torch, timm
     import beit_nb.backbone  # registers the architectures
     from beit_nb.checkpoint import save_beit_checkpoint
-    from beit_nb.tokenizer import DiscreteVAE, save_tokenizer
+    from beit_nb.tokenizer import save_tokenizer
+    from beit_nb.dvae import DiscreteVAE
     torch.manual_seed(0)
     ckpt, tok = folder / 'beit_tiny.safetensors', folder / 'tokenizer'
     save_beit_checkpoint(timm.create_model('beit_tiny_patch8_64_8k_vocab', vocab_size=VOCAB), ckpt)

@@ -30,7 +30,7 @@ def client(app): return Client(app['url'], verbose=False)
 
 @pytest.fixture(scope='module')
 def photo(app):
-    from beit_nb.data import sample_photos
+    from beit_nb.synthetic import sample_photos
     p = app['folder'] / 'coffee.png'
     Image.fromarray(sample_photos(size=200, names=('coffee',))['coffee']).save(p)
     return p

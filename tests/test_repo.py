@@ -23,3 +23,32 @@ def test_console_scripts_resolve():
     for name, target in scripts.items():
         mod, fn = target.split(':')
         assert callable(getattr(importlib.import_module(mod), fn)), f'{name} -> {target} is not callable'
+
+# The package's layering (DESIGN.md): data flows one way along the core chain, no module imports one later in it,
+# and none imports the demo data (`synthetic`) at module level; attention, app and demo sit on top.
+CHAIN = ['data', 'tokenizer', 'dvae', 'dvae_training', 'masking', 'backbone', 'checkpoint', 'mim', 'training', 'pretrain']
+ON_TOP = ['synthetic', 'attention', 'app', 'demo']
+
+def _module_imports(name):
+    import ast
+    tree = ast.parse((ROOT/'beit_nb'/f'{name}.py').read_text())
+    out = set()
+    for node in tree.body:                                   # module level only: a lazy import inside a function is allowed
+        if isinstance(node, ast.ImportFrom):
+            mod = ('beit_nb.' + node.module if node.level else node.module or '') if node.module else ''
+            if node.level and not node.module: out.update(a.name for a in node.names)
+            elif mod.startswith('beit_nb.'): out.add(mod.split('.')[1])
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split('.')[1] for a in node.names if a.name.startswith('beit_nb.'))
+    return out
+
+def test_core_chain_imports_only_earlier_modules():
+    for i, m in enumerate(CHAIN):
+        later = _module_imports(m) - set(CHAIN[:i])
+        assert not later, f'beit_nb.{m} imports {sorted(later)}, which come later in the chain or sit on top of it'
+
+def test_mim_loss_pulls_in_neither_fastai_nor_dall_e():
+    code = ("import sys, beit_nb.mim; print(sorted({m.split('.')[0] for m in sys.modules} & {'fastai', 'dall_e'})"
+            " + sorted(m for m in sys.modules if m == 'beit_nb.synthetic'))")
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == '[]', r.stdout + r.stderr

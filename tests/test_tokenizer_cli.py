@@ -9,11 +9,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import console_script
-from beit_nb.data import synthetic_scenes
-from beit_nb.tokenizer import load_tokenizer, DiscreteVAE
+from beit_nb.synthetic import synthetic_scenes
+from beit_nb.tokenizer import load_tokenizer
+from beit_nb.dvae import DiscreteVAE
 
 TINY = ['--image-size', '16', '--num-tokens', '32', '--codebook-dim', '16', '--hidden-dim', '16',
-        '--epochs', '1', '--bs', '8', '--quiet']
+        '--epochs', '1', '--batch-size', '8', '--quiet']
 
 @pytest.fixture(scope='module')
 def script():
