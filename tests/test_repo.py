@@ -52,3 +52,13 @@ def test_mim_loss_pulls_in_neither_fastai_nor_dall_e():
             " + sorted(m for m in sys.modules if m == 'beit_nb.synthetic'))")
     r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == '[]', r.stdout + r.stderr
+
+def test_wheel_ships_the_demo_tokenizer(tmp_path):
+    "A non-editable install carries the trained demo tokenizer (package data), so the demo's tokens are the same everywhere."
+    import zipfile
+    r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '--no-build-isolation', '-w', str(tmp_path), str(ROOT)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = zipfile.ZipFile(next(tmp_path.glob('*.whl'))).namelist()
+    for f in ('beit_nb/assets/demo_tokenizer/config.json', 'beit_nb/assets/demo_tokenizer/model.safetensors', 'beit_nb/synthetic.py'):
+        assert f in names, f
