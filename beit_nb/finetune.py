@@ -1,5 +1,6 @@
-"""From any BEiT checkpoint to a classifier: the MIM head dropped, mean pooling + LayerNorm + a small linear head,
-per-block position tables, any input size at forward time — and a report of what the loader did.
+"""From any BEiT checkpoint to a classifier (MIM head dropped, mean pooling + LayerNorm + a small linear head,
+per-block position tables, any input size, a report of what the loader did), and the official fine-tuning recipe
+as a resumable multi-process `Learner` and the `beit-finetune` command.
 
 Docs: https://beit-nb.github.io/beit_nb/finetune.html.md"""
 
@@ -17,7 +18,10 @@ from .checkpoint import read_checkpoint, detect_layout, to_timm, load_beit_check
 from .checkpoint import resize_rel_pos_table, resize_pos_embed, _table_grid
 
 # %% auto #0
-__all__ = ['rel_pos_resize_matrix', 'resized_rel_pos_bias', 'AnySizeBeit', 'LoadReport', 'beit_classifier']
+__all__ = ['FINETUNE_PRESETS', 'rel_pos_resize_matrix', 'resized_rel_pos_bias', 'AnySizeBeit', 'LoadReport', 'beit_classifier',
+           'FinetuneConfig', 'finetune_preset', 'demo_finetune_config', 'finetune_param_groups', 'finetune_adamw',
+           'LayerDecayLR', 'finetune_transform', 'OnImage', 'make_mixup', 'FinetuneLoss', 'MixupCallback',
+           'finetune_learner', 'evaluate_classifier', 'finetune', 'beit_finetune']
 
 # %% ../nbs/06_finetune.ipynb #7ab10298
 def rel_pos_resize_matrix(old_grid, new_grid, mode:str='cubic') -> torch.Tensor:
@@ -212,3 +216,340 @@ def _load_into(model:AnySizeBeit, raw:dict, sd:dict, info:dict, layout:str, stri
     return rep
 
 def _model_name(model) -> str: return getattr(model, 'pretrained_cfg', {}).get('architecture') or type(model).__name__
+
+# %% ../nbs/06_finetune.ipynb #b802d2c7
+import json, random, sys
+from dataclasses import asdict, fields
+from pathlib import Path
+import numpy as np
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from timm.data import Mixup, create_transform
+from timm.optim import param_groups_layer_decay
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from fastcore.basics import noop
+from fastcore.script import call_parse
+from fastai.learner import Learner, AvgMetric
+from fastai.metrics import top_k_accuracy
+from fastai.callback.core import Callback, TrainEvalCallback
+from fastai.callback.progress import ProgressCallback
+from fastai.data.core import DataLoaders
+from fastai.optimizer import OptimWrapper
+from .data import ImageFolderDataset, eval_transform
+from .checkpoint import save_beit_checkpoint
+from .pretrain import OFFICIAL_NO_DECAY
+from .training import (TrainConfig, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler, SeededSamples, RunState,
+                              make_accelerator, NonFiniteLossError, load_resume_checkpoint, resume_position,
+                              restore_training_state, run_callbacks, write_run_config, _mix)
+
+# %% ../nbs/06_finetune.ipynb #1515aa1c
+@dataclass
+class FinetuneConfig(TrainConfig):
+    "Every number of the BEiT fine-tuning recipe; defaults are the official ones for a self-supervised base checkpoint."
+    model: str = 'beit_base_patch16_224'  # timm BEiT name, or one of our `*_8k_vocab` architectures
+    depth: int | None = None              # override the model's number of blocks (tests)
+    num_classes: int | None = None        # None: the number of class folders in DATA/train
+    epochs: int = 100
+    warmup_epochs: int = 20
+    batch_size: int = 128                 # per process; the README's 1024 is 8 GPUs × 128
+    lr: float = 4e-3                      # peak lr, quoted at `base_batch`
+    base_batch: int = 1024
+    min_lr: float = 1e-6
+    warmup_lr: float = 1e-6
+    weight_decay: float = 0.05
+    layer_decay: float = 0.65             # lr of layer l (0 = embeddings, depth + 1 = head) × layer_decay ** (depth + 1 - l)
+    clip_grad: float | None = None
+    drop_path: float = 0.1
+    input_size: int = 224
+    crop_pct: float | None = None         # evaluation crop; None: 224/256 below 384 px, 1.0 from 384 (official)
+    auto_augment: str | None = 'rand-m9-mstd0.5-inc1'   # timm RandAugment string; None: off
+    color_jitter: float = 0.4             # (timm ignores it when auto_augment is set, as the official code)
+    reprob: float = 0.25                  # random erasing probability (pixel mode)
+    mixup: float = 0.8                    # Mixup alpha (0: off)
+    cutmix: float = 1.0                   # CutMix alpha (0: off)
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = 'batch'
+    smoothing: float = 0.1                # label smoothing
+    use_cls: bool = False                 # [CLS] token instead of mean pooling + fc_norm
+    init_scale: float = 0.001             # head weights × this at init
+    model_ema: bool = False               # not built yet
+    imagenet_mean_std: bool = False       # False: 0.5/0.5 (official default); True: ImageNet mean/std
+    save_every: int = 1000
+
+    @property
+    def mixup_active(self) -> bool: return self.mixup > 0 or self.cutmix > 0
+    @property
+    def eval_crop_pct(self) -> float:
+        return self.crop_pct if self.crop_pct is not None else (224 / 256 if self.input_size < 384 else 1.0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not (isinstance(self.input_size, int) and self.input_size > 0): self._bad('input_size', 'a positive int')
+        if not 0 < self.layer_decay <= 1: self._bad('layer_decay', 'in (0, 1]')
+        if self.mixup_active and self.batch_size % 2: self._bad('batch_size', 'even when Mixup/CutMix is on (timm pairs each batch with its reverse)')
+        if self.mixup_mode not in ('batch', 'pair', 'elem'): self._bad('mixup_mode', "'batch', 'pair' or 'elem'")
+        if self.model_ema: self._bad('model_ema', 'False (model EMA is not built yet)')
+        if self.crop_pct is not None and not 0 < self.crop_pct <= 1: self._bad('crop_pct', 'None or in (0, 1]')
+
+# %% ../nbs/06_finetune.ipynb #60473352
+FINETUNE_PRESETS = {   # the official README's commands (8 GPUs); lr quoted at the README's global batch
+    'base-pt22k':        dict(model='beit_base_patch16_224', lr=4e-3, base_batch=1024, epochs=100, warmup_epochs=20,
+                              layer_decay=0.65, drop_path=0.1, weight_decay=0.05, mixup=0.8, cutmix=1.0),
+    'large-pt22k':       dict(model='beit_large_patch16_224', lr=1e-3, base_batch=1024, epochs=50, warmup_epochs=5,
+                              layer_decay=0.75, drop_path=0.2, weight_decay=0.05, mixup=0.8, cutmix=1.0),
+    'base-pt22k-ft22k':  dict(model='beit_base_patch16_224', lr=2e-5, base_batch=512, epochs=30, warmup_epochs=5,
+                              layer_decay=0.85, drop_path=0.1, weight_decay=1e-8, mixup=0., cutmix=0.),
+    'large-pt22k-ft22k': dict(model='beit_large_patch16_224', lr=2e-5, base_batch=512, epochs=30, warmup_epochs=5,
+                              layer_decay=0.9, drop_path=0.4, weight_decay=1e-8, mixup=0., cutmix=0.),
+}
+
+def finetune_preset(name:str='base-pt22k', **kw) -> FinetuneConfig:
+    "The README's recipe `name` (one of `FINETUNE_PRESETS`), with any field overridden by `kw`."
+    if name not in FINETUNE_PRESETS: raise ValueError(f'--preset {name}: unknown; available: {", ".join(FINETUNE_PRESETS)}')
+    return FinetuneConfig(**{**FINETUNE_PRESETS[name], **kw})
+
+def demo_finetune_config(**kw) -> FinetuneConfig:
+    "The recipe on the bundled demo folders: tiny BEiT, 64 px, 6 classes, CPU-sized, no Mixup/CutMix."
+    d = dict(model='beit_tiny_patch8_64_8k_vocab', input_size=64, crop_pct=1.0, epochs=10, warmup_epochs=1, batch_size=32,
+             lr=2e-3, base_batch=32, layer_decay=0.75, drop_path=0., mixup=0., cutmix=0., reprob=0., num_workers=0, save_every=50)
+    return FinetuneConfig(**{**d, **kw})
+
+# %% ../nbs/06_finetune.ipynb #6c4486bd
+def finetune_param_groups(model:nn.Module, weight_decay:float=0.05, layer_decay:float=0.65) -> list[dict]:
+    "timm's layer-decay groups with the official no-decay rule (1-D, biases, `pos_embed`, `cls_token`), scale-1 group first."
+    groups = param_groups_layer_decay(model, weight_decay, no_weight_decay_list=OFFICIAL_NO_DECAY, layer_decay=layer_decay)
+    return sorted(groups, key=lambda g: -g['lr_scale'])
+
+def finetune_adamw(model:nn.Module, cfg:FinetuneConfig, lr:float) -> torch.optim.AdamW:
+    "AdamW over `finetune_param_groups`; each group's lr is `lr × lr_scale` (see `LayerDecayLR`)."
+    groups = finetune_param_groups(model, cfg.weight_decay, cfg.layer_decay)
+    for g in groups: g['lr'] = lr * g['lr_scale']
+    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+class LayerDecayLR(Callback):
+    "After `RunState` has set the schedule's lr on every group: each group's lr × its `lr_scale`."
+    order = RunState.order + 1
+    def before_batch(self):
+        if not self.training: return
+        for g in self.learn.opt.opt.param_groups: g['lr'] = g['lr'] * g.get('lr_scale', 1.)
+
+# %% ../nbs/06_finetune.ipynb #b68edc39
+def _mean_std(cfg:FinetuneConfig):
+    return (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if cfg.imagenet_mean_std else (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
+
+def finetune_transform(cfg:FinetuneConfig, train:bool=True):
+    "timm's training `create_transform` of the recipe (`train`), or the evaluation resize + centre crop."
+    mean, std = _mean_std(cfg)
+    if not train: return eval_transform(cfg.input_size, mean, std, crop_pct=cfg.eval_crop_pct)
+    return create_transform(cfg.input_size, is_training=True, color_jitter=cfg.color_jitter, auto_augment=cfg.auto_augment,
+                            interpolation='bicubic', re_prob=cfg.reprob, re_mode='pixel', re_count=1, mean=tuple(mean), std=tuple(std))
+
+class OnImage:
+    "Apply `tfm` to the image of an `(image, label)` pair."
+    def __init__(self, tfm): self.tfm = tfm
+    def __call__(self, sample): return self.tfm(sample[0]), sample[1]
+
+def make_mixup(cfg:FinetuneConfig, num_classes:int) -> Mixup | None:
+    "timm's `Mixup` of the recipe, or None when Mixup and CutMix are both off."
+    if not cfg.mixup_active: return None
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob, switch_prob=cfg.mixup_switch_prob,
+                 mode=cfg.mixup_mode, label_smoothing=cfg.smoothing, num_classes=num_classes)
+
+class FinetuneLoss(nn.Module):
+    "Soft-target CE for mixed targets; label-smoothed CE on labels in training; plain CE in evaluation."
+    def __init__(self, smoothing:float=0.1): super().__init__(); self.smoothing = smoothing
+    def forward(self, pred, target):
+        if target.is_floating_point(): return torch.sum(-target * F.log_softmax(pred.float(), -1), -1).mean()
+        return F.cross_entropy(pred.float(), target, label_smoothing=self.smoothing if self.training else 0.)
+
+class MixupCallback(Callback):
+    "Mixup/CutMix on training batches (timm's `Mixup`, seeded per batch); puts the loss in train/eval mode."
+    order = TrainEvalCallback.order + 5                     # after AcceleratedTraining and RunState
+    def __init__(self, mixup:Mixup|None, seed:int=0): self.mixup, self.seed = mixup, seed
+    def before_train(self): self.learn.loss_func.train()
+    def before_validate(self): self.learn.loss_func.eval()
+    def before_batch(self):
+        if not self.training or self.mixup is None: return
+        st = self.learn.run_state
+        np.random.seed(_mix(self.seed, 'mixup', st.abs_epoch, st.batch_in_epoch, st.rank) % 2**32)
+        x, y = self.mixup(self.learn.xb[0], self.learn.yb[0])
+        self.learn.xb, self.learn.yb = (x,), (y,)
+
+def _topk(k:int):
+    def f(pred, targ): return top_k_accuracy(pred, targ, k=k)
+    f.__name__ = f'top{k}'
+    return f
+
+# %% ../nbs/06_finetune.ipynb #335a9dad
+def _demo_data(run_dir:Path, accel, n_demo:int) -> Path:
+    "The synthetic demo folders (`--demo`), written once by the main process under `run_dir/demo_data`."
+    from beit_nb.synthetic import write_demo_folders   # --demo only: the core chain does not import the demo data
+    with accel.main_process_first():
+        paths = write_demo_folders(run_dir/'demo_data', n_train=n_demo, n_val=max(n_demo // 5, 12))
+    return paths['imagenet']
+
+def _finetune_data(cfg:FinetuneConfig, data, accel):
+    "Training set (seeded augmentations) + its resumable sampler and loader, and the validation loader."
+    root = Path(data)
+    for split in ('train', 'val'):
+        if not (root/split).is_dir():
+            raise FileNotFoundError(f'--data {data}: no {split}/ folder (expected DATA/train/<class>/<image> and DATA/val/<class>/<image>)')
+    train = ImageFolderDataset(root/'train')
+    val = ImageFolderDataset(root/'val', transform=finetune_transform(cfg, train=False), classes=train.classes)
+    ds = SeededSamples(train, OnImage(finetune_transform(cfg, train=True)), cfg.seed)
+    sampler = ResumableSampler(len(ds), accel.process_index, accel.num_processes, cfg.seed, multiple_of=cfg.batch_size * cfg.accum_steps)
+    pin = torch.cuda.is_available()
+    dl = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, num_workers=cfg.num_workers, pin_memory=pin)
+    vdl = DataLoader(val, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers, pin_memory=pin)
+    return train, ds, sampler, dl, val, vdl
+
+def finetune_learner(cfg:FinetuneConfig, data=None, checkpoint=None, run_dir='runs/finetune', resume:str|None=None,
+                     demo:bool=False, n_demo:int=600, tensorboard:bool=False, progress:bool|None=None,
+                     kill_at_step:int|None=None, verbose:bool=True) -> Learner:
+    "A fastai `Learner` fine-tuning a BEiT classifier from `checkpoint` (or from scratch) on the image folder `data`."
+    # testing: kill_at_step: SIGKILL in that step, between its log row and its checkpoint
+    run_dir = Path(run_dir)
+    accel = make_accelerator(cfg); log = accel.print
+    if data is None and not demo: raise ValueError('pass --data FOLDER (with train/<class>/ and val/<class>/ image folders), or --demo')
+    if data is not None and not Path(data).is_dir(): raise FileNotFoundError(f'--data {data}: no such folder')
+    if checkpoint is not None and not isinstance(checkpoint, dict) and not Path(checkpoint).exists():
+        raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
+    path, ck = load_resume_checkpoint(resume, run_dir, log, command='beit-finetune')
+    if data is None: data = _demo_data(run_dir, accel, n_demo)
+    torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
+
+    train, ds, sampler, dl, val, vdl = _finetune_data(cfg, data, accel)
+    num_classes = cfg.num_classes or len(train.classes)
+    if num_classes < len(train.classes):
+        raise ValueError(f'num_classes={num_classes}: {data}/train has {len(train.classes)} class folders')
+    kw = dict(depth=cfg.depth) if cfg.depth else {}
+    model, report = beit_classifier(checkpoint, cfg.model, num_classes=num_classes, img_size=cfg.input_size, use_cls=cfg.use_cls,
+                                    init_scale=cfg.init_scale, drop_path=cfg.drop_path, verbose=False, **kw)
+    if report is not None and verbose: log(report)
+    if checkpoint is None: log('no --checkpoint: the classifier starts from random weights')
+    if ck is not None: model.load_state_dict(ck['model'])
+    steps_per_epoch = sampler.per_rank // (cfg.batch_size * cfg.accum_steps)
+    peak = scaled_lr(cfg, accel.num_processes)
+    log(lr_derivation(cfg, accel.num_processes) + f'; layer decay {cfg.layer_decay} over {len(model.blocks)} blocks')
+    pos = {} if ck is None else resume_position(ck, cfg, accel.num_processes, steps_per_epoch, log)
+    if ck is not None: log(f'resuming from {path}: epoch {pos["start_epoch"]}, batch {pos["batch_in_epoch"]}, step {pos["step"]}')
+    state = RunState(cfg, accel.process_index, sampler, ds, peak, steps_per_epoch, **pos)
+
+    if progress is None: progress = sys.stdout.isatty()
+    progress = progress and accel.is_main_process
+    cbs = run_callbacks(cfg, accel, state, run_dir, tensorboard, echo=not progress, kill_at_step=kill_at_step)
+    k5 = min(5, num_classes)
+    learn = Learner(DataLoaders(dl, vdl), model, loss_func=FinetuneLoss(cfg.smoothing), metrics=[AvgMetric(_topk(1)), AvgMetric(_topk(k5))],
+                    lr=peak, cbs=cbs + [LayerDecayLR(), MixupCallback(make_mixup(cfg, num_classes), cfg.seed)], path=run_dir,
+                    model_dir='.', opt_func=lambda _, lr: OptimWrapper(opt=finetune_adamw(model, cfg, lr)))
+    learn.recorder.train_metrics = False
+    if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
+    learn.create_opt()
+    if ck is not None: restore_training_state(learn, ck, accel)
+    learn.accelerator, learn.cfg, learn.load_report, learn.classes, learn.topk = accel, cfg, report, train.classes, k5
+    write_run_config(run_dir, cfg, accel, state, n_images=len(ds), n_val=len(val), num_classes=num_classes,
+                     classes=train.classes, data=str(data), checkpoint=None if checkpoint is None or isinstance(checkpoint, dict) else str(checkpoint),
+                     load_report=None if report is None else str(report))
+    return learn
+
+# %% ../nbs/06_finetune.ipynb #af2ccf28
+@torch.no_grad()
+def evaluate_classifier(model:nn.Module, dl, k:int=5) -> dict:
+    "Cross-entropy, top-1 and top-k accuracy (k capped at the number of classes) of `model` over the loader `dl`."
+    dev, was_training = next(model.parameters()).device, model.training
+    model.eval(); n = loss = c1 = ck = 0
+    for x, y in dl:
+        x, y = x.to(dev), y.to(dev); out = model(x).float()
+        k = min(k, out.shape[-1]); top = out.topk(k, -1).indices
+        loss += F.cross_entropy(out, y, reduction='sum').item(); n += len(y)
+        c1 += (top[:, 0] == y).sum().item(); ck += (top == y[:, None]).any(-1).sum().item()
+    model.train(was_training)
+    return dict(loss=loss / n, top1=c1 / n, top5=ck / n, top5_k=k, n_val=n)
+
+def finetune(cfg:FinetuneConfig, **kw) -> Learner:
+    "Build the fine-tuning `Learner`, train the epochs left, evaluate, and save `model.safetensors` + `metrics.json` (rank 0)."
+    learn = finetune_learner(cfg, **kw)
+    accel, left = learn.accelerator, cfg.epochs - learn.run_state.start_epoch
+    if left > 0: learn.fit(left)
+    else: accel.print(f'nothing to do: the run already finished its {cfg.epochs} epochs')
+    accel.wait_for_everyone()
+    m = learn.metrics_result = dict(evaluate_classifier(learn.model, learn.dls.valid, learn.topk), step=learn.run_state.step, epochs=cfg.epochs)
+    accel.print(f'validation: top-1 {m["top1"]:.2%}  top-{m["top5_k"]} {m["top5"]:.2%}  loss {m["loss"]:.4f}  ({m["n_val"]} images)')
+    if accel.is_main_process:
+        mean, std = _mean_std(cfg)
+        meta = dict(model=cfg.model, num_classes=learn.model.num_classes, img_size=cfg.input_size, step=learn.run_state.step,
+                    classes=json.dumps(learn.classes), mean=json.dumps(list(mean)), std=json.dumps(list(std)),
+                    global_pool='token' if cfg.use_cls else 'avg', **({'depth': cfg.depth} if cfg.depth else {}))
+        save_beit_checkpoint(learn.model, Path(learn.path)/'model.safetensors', metadata=meta)
+        (Path(learn.path)/'metrics.json').write_text(json.dumps(m, indent=1))
+    return learn
+
+# %% ../nbs/06_finetune.ipynb #865d8610
+@call_parse
+def beit_finetune(
+    data:str=None,                 # image folder with train/<class>/* and val/<class>/* (ImageNet layout)
+    demo:bool=False,               # the bundled synthetic demo folders (written under OUT/demo_data) and `demo_finetune_config`
+    checkpoint:str=None,           # BEiT checkpoint to start from (ours, official, timm, HF 4.x/5.x; file or HF folder); none: random init
+    out:str='runs/finetune',       # run folder: checkpoints, logs, config, final weights, metrics.json
+    resume:str=None,               # 'auto' (latest good checkpoint in --out) or a checkpoint path
+    preset:str=None,               # a README recipe: base-pt22k (default numbers), large-pt22k, base-pt22k-ft22k, large-pt22k-ft22k
+    model:str=None,                # timm BEiT name (beit_base_patch16_224, ...) or one of our *_8k_vocab architectures
+    depth:int=None,                # override the model's number of blocks
+    num_classes:int=None,          # classes of the head (default: the class folders of DATA/train)
+    epochs:int=None,               # training epochs (official: 100)
+    warmup_epochs:int=None,        # linear warmup epochs (official: 20)
+    batch_size:int=None,           # images per process per micro-batch
+    accum_steps:int=None,          # gradient accumulation: micro-batches per optimizer step
+    lr:float=None,                 # peak lr at --base-batch (official: 4e-3 at 1024), scaled linearly with the real global batch
+    base_batch:int=None,           # the batch --lr is quoted at
+    lr_scaling:str=None,           # linear (--lr × global batch / --base-batch) or none (--lr as given)
+    min_lr:float=None,             # lr at the end of the cosine (official: 1e-6)
+    warmup_lr:float=None,          # lr at step 0 (official: 1e-6)
+    weight_decay:float=None,       # AdamW weight decay (official: 0.05; not on 1-D params, biases, pos_embed, cls_token)
+    layer_decay:float=None,        # layer-wise lr decay (official: 0.65 base)
+    beta1:float=None,              # AdamW beta1 (0.9)
+    beta2:float=None,              # AdamW beta2 (0.999)
+    clip_grad:float=None,          # gradient-norm clipping (official: none; 0 = off)
+    drop_path:float=None,          # stochastic depth rate (official: 0.1)
+    input_size:int=None,           # image size in pixels (224)
+    crop_pct:float=None,           # evaluation crop (default 224/256 below 384 px, 1.0 from 384)
+    aa:str=None,                   # RandAugment string (official: rand-m9-mstd0.5-inc1); 'none' = off
+    reprob:float=None,             # random erasing probability (0.25)
+    mixup:float=None,              # Mixup alpha (0.8; 0 = off)
+    cutmix:float=None,             # CutMix alpha (1.0; 0 = off)
+    smoothing:float=None,          # label smoothing (0.1)
+    use_cls:bool=False,            # classify from the [CLS] token instead of mean pooling
+    init_scale:float=None,         # head init scale (0.001)
+    mean_std:str=None,             # input normalisation: half (0.5/0.5, official default) or imagenet
+    mixed_precision:str=None,      # auto | no | fp16 | bf16
+    compile:bool=False,            # torch.compile the model
+    seed:int=None,                 # seed of initialisation, data order, augmentation and Mixup
+    num_workers:int=None,          # data-loader worker processes per training process
+    save_every:int=None,           # optimizer steps between checkpoints (0: epoch ends only)
+    keep_checkpoints:int=None,     # newest checkpoints to keep
+    max_nonfinite:int=None,        # stop after this many skipped non-finite-loss steps
+    n_demo:int=600,                # --demo: training images (validation: a fifth of it)
+    tensorboard:bool=False,        # also write TensorBoard logs to OUT/tensorboard
+    no_progress:bool=False,        # no progress bar (one line per epoch instead)
+    kill_at_step:int=None,         # (testing) SIGKILL the run in this optimizer step, between its log row and checkpoint
+):
+    "Fine-tune a BEiT classifier (one process, or several with `accelerate launch -m beit_nb.finetune`)."
+    names = {f.name for f in fields(FinetuneConfig)}
+    args = dict(locals())
+    given = {k: v for k, v in args.items() if k in names and v is not None and not isinstance(v, bool)}
+    if use_cls: given['use_cls'] = True
+    if compile: given['compile'] = True
+    try:
+        if aa is not None: given['auto_augment'] = None if aa.lower() in ('none', '') else aa
+        if mean_std is not None:
+            if mean_std not in ('imagenet', 'half'): raise ValueError(f'--mean-std {mean_std}: expected imagenet or half')
+            given['imagenet_mean_std'] = mean_std == 'imagenet'
+        if demo and preset: raise ValueError('--demo and --preset: choose one (the demo has its own recipe)')
+        cfg = demo_finetune_config(**given) if demo else finetune_preset(preset, **given) if preset else FinetuneConfig(**given)
+        finetune(cfg, data=data, checkpoint=checkpoint, run_dir=out, resume=resume, demo=demo, n_demo=n_demo,
+                 tensorboard=tensorboard, progress=False if no_progress else None, kill_at_step=kill_at_step)
+    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
+        msg = str(e)
+        if msg.startswith('Exception occured in'): msg = msg.split('\n\t', 1)[-1]   # fastai's wrapper around a callback's error
+        sys.exit(f'beit-finetune: {msg}')
