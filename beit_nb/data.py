@@ -18,8 +18,8 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 # %% auto #0
-__all__ = ['IMG_EXTENSIONS', 'to_rgb', 'load_image', 'UnlabeledImageFolder', 'ImageFolderDataset', 'BeitPretrainTransform',
-           'eval_transform', 'model_transform', 'tokenizer_transform', 'eval_picture']
+__all__ = ['IMG_EXTENSIONS', 'to_rgb', 'load_image', 'UnlabeledImageFolder', 'ImageFolderDataset', 'input_mean_std',
+           'BeitPretrainTransform', 'eval_transform', 'model_transform', 'tokenizer_transform', 'eval_picture']
 
 # %% ../nbs/00_data.ipynb #96623605
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.pbm', '.bmp', '.tif', '.tiff', '.webp', '.gif')
@@ -184,6 +184,10 @@ class ImageFolderDataset(_ImageFiles):
 # %% ../nbs/00_data.ipynb #433182a4
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
+def input_mean_std(imagenet_default_mean_and_std:bool=False) -> tuple[tuple, tuple]:
+    "The backbone view's normalisation: ImageNet's mean/std, or BEiT's 0.5/0.5 (the official flag's two settings)."
+    return (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if imagenet_default_mean_and_std else (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
+
 def _interp(name) -> InterpolationMode:
     if isinstance(name, InterpolationMode): return name
     try: return InterpolationMode(str(name).lower())
@@ -202,7 +206,7 @@ class BeitPretrainTransform:
                  interpolation='bicubic', second_interpolation='lanczos', masking=None,
                  imagenet_default_mean_and_std:bool=False):
         self.input_size, self.second_input_size = _pair(input_size, 'input_size'), _pair(second_input_size, 'second_input_size')
-        if imagenet_default_mean_and_std: mean, std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+        if imagenet_default_mean_and_std: mean, std = input_mean_std(True)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         if not (0 < scale[0] <= scale[1] <= 1): raise ValueError(f'BeitPretrainTransform: scale must satisfy 0 < lo <= hi <= 1, got {scale}')
         self.scale, self.ratio, self.hflip, self.color_jitter = tuple(scale), tuple(ratio), hflip, color_jitter

@@ -84,18 +84,19 @@ class DiscreteVAE(nn.Module):
     def get_image_tokens_size(self): return self.grid_size
 
     @torch.no_grad()
-    def get_codebook_indices(self, images:torch.Tensor) -> torch.Tensor:
-        "Official: argmax token ids `[B,h,w]` of *normalised* images (eval mode, restored afterwards)."
+    def _eval_logits(self, images:torch.Tensor) -> torch.Tensor:
+        "Encoder logits `[B,vocab,h,w]` of *normalised* images in eval mode (the mode is restored afterwards)."
         was = self.training; self.eval()
-        try: return self(images, return_logits=True).argmax(dim=1)
+        try: return self(images, return_logits=True)
         finally: self.train(was)
 
-    @torch.no_grad()
+    def get_codebook_indices(self, images:torch.Tensor) -> torch.Tensor:
+        "Official: argmax token ids `[B,h,w]` of *normalised* images."
+        return self._eval_logits(images).argmax(dim=1)
+
     def get_codebook_probs(self, images:torch.Tensor) -> torch.Tensor:
         "Official: softmax over the vocabulary `[B,vocab,h,w]` of normalised images."
-        was = self.training; self.eval()
-        try: return self(images, return_logits=True).softmax(dim=1)
-        finally: self.train(was)
+        return self._eval_logits(images).softmax(dim=1)
 
     def decode_raw(self, img_seq:torch.Tensor) -> torch.Tensor:
         "Official `decode`: ids `[B,h*w]` (or `[B,h,w]`) -> decoder output in the normalised pixel space."

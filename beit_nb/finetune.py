@@ -20,8 +20,8 @@ from .checkpoint import resize_rel_pos_table, resize_pos_embed, _table_grid
 # %% auto #0
 __all__ = ['FINETUNE_PRESETS', 'rel_pos_resize_matrix', 'resized_rel_pos_bias', 'AnySizeBeit', 'LoadReport', 'beit_classifier',
            'FinetuneConfig', 'finetune_preset', 'demo_finetune_config', 'finetune_param_groups', 'finetune_adamw',
-           'LayerDecayLR', 'finetune_transform', 'OnImage', 'make_mixup', 'FinetuneLoss', 'MixupCallback',
-           'finetune_learner', 'evaluate_classifier', 'finetune', 'beit_finetune']
+           'finetune_transform', 'OnImage', 'make_mixup', 'FinetuneLoss', 'MixupCallback', 'finetune_learner',
+           'evaluate_classifier', 'finetune', 'beit_finetune']
 
 # %% ../nbs/06_finetune.ipynb #7ab10298
 def rel_pos_resize_matrix(old_grid, new_grid, mode:str='cubic') -> torch.Tensor:
@@ -226,7 +226,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from timm.data import Mixup, create_transform
 from timm.optim import param_groups_layer_decay
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from fastcore.basics import noop
 from fastcore.script import call_parse
 from fastai.learner import Learner, AvgMetric
@@ -235,10 +234,10 @@ from fastai.callback.core import Callback, TrainEvalCallback
 from fastai.callback.progress import ProgressCallback
 from fastai.data.core import DataLoaders
 from fastai.optimizer import OptimWrapper
-from .data import ImageFolderDataset, eval_transform
+from .data import ImageFolderDataset, eval_transform, input_mean_std
 from .checkpoint import save_beit_checkpoint
 from .pretrain import OFFICIAL_NO_DECAY
-from .training import (TrainConfig, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler, SeededSamples, RunState,
+from .training import (fit_remaining, TrainConfig, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler, SeededSamples, RunState,
                               make_accelerator, NonFiniteLossError, load_resume_checkpoint, resume_position,
                               restore_training_state, run_callbacks, write_run_config, _mix)
 
@@ -322,25 +321,15 @@ def finetune_param_groups(model:nn.Module, weight_decay:float=0.05, layer_decay:
     return sorted(groups, key=lambda g: -g['lr_scale'])
 
 def finetune_adamw(model:nn.Module, cfg:FinetuneConfig, lr:float) -> torch.optim.AdamW:
-    "AdamW over `finetune_param_groups`; each group's lr is `lr × lr_scale` (see `LayerDecayLR`)."
+    "AdamW over `finetune_param_groups`; each group's lr is `lr × lr_scale` (`RunState` keeps it so at every step)."
     groups = finetune_param_groups(model, cfg.weight_decay, cfg.layer_decay)
     for g in groups: g['lr'] = lr * g['lr_scale']
     return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
-class LayerDecayLR(Callback):
-    "After `RunState` has set the schedule's lr on every group: each group's lr × its `lr_scale`."
-    order = RunState.order + 1
-    def before_batch(self):
-        if not self.training: return
-        for g in self.learn.opt.opt.param_groups: g['lr'] = g['lr'] * g.get('lr_scale', 1.)
-
 # %% ../nbs/06_finetune.ipynb #b68edc39
-def _mean_std(cfg:FinetuneConfig):
-    return (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if cfg.imagenet_mean_std else (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
-
 def finetune_transform(cfg:FinetuneConfig, train:bool=True):
     "timm's training `create_transform` of the recipe (`train`), or the evaluation resize + centre crop."
-    mean, std = _mean_std(cfg)
+    mean, std = input_mean_std(cfg.imagenet_mean_std)
     if not train: return eval_transform(cfg.input_size, mean, std, crop_pct=cfg.eval_crop_pct)
     return create_transform(cfg.input_size, is_training=True, color_jitter=cfg.color_jitter, auto_augment=cfg.auto_augment,
                             interpolation='bicubic', re_prob=cfg.reprob, re_mode='pixel', re_count=1, mean=tuple(mean), std=tuple(std))
@@ -441,7 +430,7 @@ def finetune_learner(cfg:FinetuneConfig, data=None, checkpoint=None, run_dir='ru
     cbs = run_callbacks(cfg, accel, state, run_dir, tensorboard, echo=not progress, kill_at_step=kill_at_step)
     k5 = min(5, num_classes)
     learn = Learner(DataLoaders(dl, vdl), model, loss_func=FinetuneLoss(cfg.smoothing), metrics=[AvgMetric(_topk(1)), AvgMetric(_topk(k5))],
-                    lr=peak, cbs=cbs + [LayerDecayLR(), MixupCallback(make_mixup(cfg, num_classes), cfg.seed)], path=run_dir,
+                    lr=peak, cbs=cbs + [MixupCallback(make_mixup(cfg, num_classes), cfg.seed)], path=run_dir,
                     model_dir='.', opt_func=lambda _, lr: OptimWrapper(opt=finetune_adamw(model, cfg, lr)))
     learn.recorder.train_metrics = False
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
@@ -470,14 +459,12 @@ def evaluate_classifier(model:nn.Module, dl, k:int=5) -> dict:
 def finetune(cfg:FinetuneConfig, **kw) -> Learner:
     "Build the fine-tuning `Learner`, train the epochs left, evaluate, and save `model.safetensors` + `metrics.json` (rank 0)."
     learn = finetune_learner(cfg, **kw)
-    accel, left = learn.accelerator, cfg.epochs - learn.run_state.start_epoch
-    if left > 0: learn.fit(left)
-    else: accel.print(f'nothing to do: the run already finished its {cfg.epochs} epochs')
-    accel.wait_for_everyone()
+    accel = learn.accelerator
+    fit_remaining(learn)
     m = learn.metrics_result = dict(evaluate_classifier(learn.model, learn.dls.valid, learn.topk), step=learn.run_state.step, epochs=cfg.epochs)
     accel.print(f'validation: top-1 {m["top1"]:.2%}  top-{m["top5_k"]} {m["top5"]:.2%}  loss {m["loss"]:.4f}  ({m["n_val"]} images)')
     if accel.is_main_process:
-        mean, std = _mean_std(cfg)
+        mean, std = input_mean_std(cfg.imagenet_mean_std)
         meta = dict(model=cfg.model, num_classes=learn.model.num_classes, img_size=cfg.input_size, step=learn.run_state.step,
                     classes=json.dumps(learn.classes), mean=json.dumps(list(mean)), std=json.dumps(list(std)),
                     global_pool='token' if cfg.use_cls else 'avg', **({'depth': cfg.depth} if cfg.depth else {}))

@@ -26,8 +26,7 @@ from fastai.callback.progress import ProgressCallback
 from fastai.data.core import DataLoaders
 from fastai.optimizer import OptimWrapper
 
-from .data import UnlabeledImageFolder, BeitPretrainTransform
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from .data import UnlabeledImageFolder, BeitPretrainTransform, input_mean_std
 from .tokenizer import load_tokenizer
 from .masking import MaskingGenerator
 import beit_nb.backbone  # registers the *_8k_vocab models in timm's registry
@@ -35,7 +34,7 @@ from .checkpoint import save_beit_checkpoint
 from .mim import mim_loss, mim_accuracy, mim_labels
 from .training import (TrainConfig, global_batch, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler,
                               SeededSamples, NoValidation, RunState, make_accelerator, NonFiniteLossError, load_resume_checkpoint,
-                              resume_position, restore_training_state, run_callbacks, write_run_config)
+                              resume_position, restore_training_state, run_callbacks, write_run_config, fit_remaining)
 
 # %% auto #0
 __all__ = ['OFFICIAL_NO_DECAY', 'PretrainConfig', 'paper_config', 'demo_config', 'beit_param_groups', 'beit_adamw', 'MIMCallback',
@@ -219,12 +218,9 @@ def pretrain_learner(cfg:PretrainConfig, data=None, demo:bool=False, tokenizer=N
 def pretrain(cfg:PretrainConfig, **kw) -> Learner:
     "Build the pretraining `Learner`, train the epochs left, and save `model.safetensors` in the run folder (rank 0)."
     learn = pretrain_learner(cfg, **kw)
-    accel, left = learn.accelerator, cfg.epochs - learn.run_state.start_epoch
-    if left > 0: learn.fit(left)
-    else: accel.print(f'nothing to do: the run already finished its {cfg.epochs} epochs')
-    accel.wait_for_everyone()
-    if accel.is_main_process:
-        mean, std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if cfg.imagenet_mean_std else (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
+    fit_remaining(learn)
+    if learn.accelerator.is_main_process:
+        mean, std = input_mean_std(cfg.imagenet_mean_std)
         meta = dict(model=cfg.model, vocab_size=learn.tokenizer.vocab_size, img_size=cfg.input_size, step=learn.run_state.step,
                     mean=json.dumps(list(mean)), std=json.dumps(list(std)),     # the normalisation its inputs need (beit-app reads it)
                     **({'depth': cfg.depth} if cfg.depth else {}))

@@ -26,7 +26,7 @@ __all__ = ['CKPT_PATTERN', 'CKPT_KEYS', 'TrainConfig', 'global_batch', 'scaled_l
            'make_accelerator', 'AcceleratedTraining', 'NonFiniteLossError', 'NonFiniteGuard', 'rng_states',
            'set_rng_states', 'atomic_save', 'list_checkpoints', 'find_checkpoint', 'load_resume_checkpoint',
            'Checkpointer', 'resume_position', 'restore_training_state', 'RunLog', 'state_hash', 'TraceCallback',
-           'KillAtStep', 'run_callbacks', 'write_run_config']
+           'KillAtStep', 'run_callbacks', 'fit_remaining', 'write_run_config']
 
 # %% ../nbs/04b_training.ipynb #57419bea
 @dataclass
@@ -162,7 +162,8 @@ class RunState(Callback):
     def before_batch(self):
         if not self.training: return
         torch.manual_seed(_mix(self.cfg.seed, 'batch', self.abs_epoch, self.batch_in_epoch, self.rank))
-        self.learn.opt.set_hyper('lr', self.lr)
+        scales = [g.get('lr_scale', 1.) for g in self.learn.opt.opt.param_groups]   # e.g. layer-wise lr decay (06)
+        self.learn.opt.set_hyper('lr', [self.lr * s for s in scales])
 
     def after_batch(self):
         if not self.training: return
@@ -514,6 +515,14 @@ def run_callbacks(cfg:TrainConfig, accel, state:RunState, run_dir, tensorboard:b
     if trace_probe: cbs.append(TraceCallback(run_dir, accel, state, trace_probe))
     if kill_at_step: cbs.append(KillAtStep(state, kill_at_step))
     return cbs
+
+def fit_remaining(learn):
+    "Train the epochs a (possibly resumed) run has left (`learn.cfg`, `learn.run_state`), then wait for every process."
+    cfg, accel = learn.cfg, learn.accelerator
+    left = cfg.epochs - learn.run_state.start_epoch
+    if left > 0: learn.fit(left)
+    else: accel.print(f'nothing to do: the run already finished its {cfg.epochs} epochs')
+    accel.wait_for_everyone()
 
 def write_run_config(run_dir, cfg:TrainConfig, accel, state:RunState, **extra):
     "Write `config.json`: the config plus what was resolved at start (rank 0 only)."

@@ -1,7 +1,7 @@
 """What the system tests share: a free local port, the argv that runs a console script, a server started in a
 subprocess and stopped again, and headless Chromium (Debian's /usr/bin/chromium, driven by Playwright, which never
 downloads a browser here). App-specific helpers live in app_helpers.py."""
-import importlib.metadata, os, re, signal, socket, subprocess, sys, tempfile, threading, time, tomllib
+import contextlib, importlib.metadata, os, re, signal, socket, subprocess, sys, tempfile, threading, time, tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,3 +81,15 @@ def need_chromium():
 def launch_chromium(playwright):
     "A headless Chromium browser from a `sync_playwright()` context."
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+@contextlib.contextmanager
+def chromium_page(width:int, height:int):
+    "`(page, page_errors)` in a fresh headless Chromium; the browser is closed afterwards."
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            page, errors = browser.new_page(viewport={'width': width, 'height': height}), []
+            page.on('pageerror', lambda e: errors.append(str(e)))
+            yield page, errors
+        finally: browser.close()

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import free_port, need_chromium, launch_chromium, stop
+from helpers import free_port, need_chromium, launch_chromium, chromium_page, stop
 from app_helpers import save_tiny_run, tiny_run_args, start_app
 TIMEOUT = 60_000  # ms, per wait: the machine is small and shared
 
@@ -74,15 +74,7 @@ def app_url(tmp_path_factory):
     stop(proc)
 
 def test_browser_click_updates_attention(app_url, tmp_path):
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
-        try:
-            page = browser.new_page(viewport={'width': 1200, 'height': 820})
-            errors = []
-            page.on('pageerror', lambda e: errors.append(str(e)))
-            seen = drive(page, app_url, out=tmp_path)
-        finally: browser.close()
+    with chromium_page(1200, 820) as (page, errors): seen = drive(page, app_url, out=tmp_path)
     assert re.search(r'\d+ of 64 patches masked', seen['mask_info']), seen['mask_info']
     assert re.search(r'accuracy on this image: \d+/\d+', seen['recon_info']), seen['recon_info']
     for a in seen['recon']:                                   # the three panels rendered real pictures

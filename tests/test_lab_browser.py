@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from helpers import ROOT, free_port, need_chromium, launch_chromium, start_server, stop
+from helpers import ROOT, free_port, need_chromium, chromium_page, start_server, stop
 
 NB = '08_attention.ipynb'
 TIMEOUT = 60_000                 # ms, per UI wait: the machine is small and shared
@@ -111,32 +111,25 @@ def run_explorer(page, url):
     return _figure_src(page)
 
 def test_lab_runs_the_attention_explorer(lab, tmp_path):
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = launch_chromium(p)
+    with chromium_page(1400, 1000) as (page, page_errors):
         try:
-            page = browser.new_page(viewport={'width': 1400, 'height': 1000})
-            page_errors = []
-            page.on('pageerror', lambda e: page_errors.append(str(e)))
-            try:
-                src0 = run_explorer(page, lab['url'])
-                probe = page.locator('.jp-Cell .jp-OutputArea-output', has_text='kernel prefix:').first.text_content()
-                explorer = page.locator(EXPLORER)
-                explorer.scroll_into_view_if_needed()
-                sliders = explorer.locator('.widget-hslider')
-                assert sliders.count() == 4, sliders.all_inner_texts()       # layer, head, query row, query col
-                col = sliders.filter(has_text='query col')
-                before = col.locator('.widget-readout').inner_text()
-                col.locator('.noUi-handle').focus()
-                page.keyboard.press('ArrowRight')                             # query col one patch right
-                page.wait_for_function(f'old => {{ const s = {_FIGURE_JS}(); return s !== null && s !== old; }}', arg=src0,
-                                       timeout=TIMEOUT)
-                after = col.locator('.widget-readout').inner_text()
-                src1 = _figure_src(page)
-            except Exception:
-                page.screenshot(path=str(tmp_path/'lab.png'))
-                raise
-        finally: browser.close()
+            src0 = run_explorer(page, lab['url'])
+            probe = page.locator('.jp-Cell .jp-OutputArea-output', has_text='kernel prefix:').first.text_content()
+            explorer = page.locator(EXPLORER)
+            explorer.scroll_into_view_if_needed()
+            sliders = explorer.locator('.widget-hslider')
+            assert sliders.count() == 4, sliders.all_inner_texts()       # layer, head, query row, query col
+            col = sliders.filter(has_text='query col')
+            before = col.locator('.widget-readout').inner_text()
+            col.locator('.noUi-handle').focus()
+            page.keyboard.press('ArrowRight')                             # query col one patch right
+            page.wait_for_function(f'old => {{ const s = {_FIGURE_JS}(); return s !== null && s !== old; }}', arg=src0,
+                                   timeout=TIMEOUT)
+            after = col.locator('.widget-readout').inner_text()
+            src1 = _figure_src(page)
+        except Exception:
+            page.screenshot(path=str(tmp_path/'lab.png'))
+            raise
     assert probe.strip() == f'kernel prefix: {sys.prefix}', probe                  # the kernel runs in this venv
     assert int(after) == int(before) + 1, (before, after)
     a, b = _png(src0), _png(src1)
