@@ -21,7 +21,8 @@ from .checkpoint import resize_rel_pos_table, resize_pos_embed, _table_grid
 __all__ = ['FINETUNE_PRESETS', 'rel_pos_resize_matrix', 'resized_rel_pos_bias', 'AnySizeBeit', 'LoadReport', 'beit_classifier',
            'FinetuneConfig', 'finetune_preset', 'demo_finetune_config', 'finetune_param_groups', 'finetune_adamw',
            'finetune_transform', 'OnImage', 'make_mixup', 'FinetuneLoss', 'MixupCallback', 'finetune_learner',
-           'evaluate_classifier', 'finetune', 'beit_finetune']
+           'evaluate_classifier', 'finetune', 'ModelEmaCallback', 'add_model_ema', 'evaluate_finetuned',
+           'beit_finetune']
 
 # %% ../nbs/06_finetune.ipynb #7ab10298
 def rel_pos_resize_matrix(old_grid, new_grid, mode:str='cubic') -> torch.Tensor:
@@ -272,7 +273,9 @@ class FinetuneConfig(TrainConfig):
     smoothing: float = 0.1                # label smoothing
     use_cls: bool = False                 # [CLS] token instead of mean pooling + fc_norm
     init_scale: float = 0.001             # head weights × this at init
-    model_ema: bool = False               # not built yet
+    model_ema: bool = False               # keep an EMA of the weights (official --model_ema), evaluated and saved too
+    model_ema_decay: float = 0.9999       # EMA decay per optimizer step (official default)
+    model_ema_force_cpu: bool = False     # keep the EMA on the CPU (official --model_ema_force_cpu)
     imagenet_mean_std: bool = False       # False: 0.5/0.5 (official default); True: ImageNet mean/std
     save_every: int = 1000
 
@@ -288,7 +291,7 @@ class FinetuneConfig(TrainConfig):
         if not 0 < self.layer_decay <= 1: self._bad('layer_decay', 'in (0, 1]')
         if self.mixup_active and self.batch_size % 2: self._bad('batch_size', 'even when Mixup/CutMix is on (timm pairs each batch with its reverse)')
         if self.mixup_mode not in ('batch', 'pair', 'elem'): self._bad('mixup_mode', "'batch', 'pair' or 'elem'")
-        if self.model_ema: self._bad('model_ema', 'False (model EMA is not built yet)')
+        if not 0 < self.model_ema_decay < 1: self._bad('model_ema_decay', 'in (0, 1)')
         if self.crop_pct is not None and not 0 < self.crop_pct <= 1: self._bad('crop_pct', 'None or in (0, 1]')
 
 # %% ../nbs/06_finetune.ipynb #60473352
@@ -395,9 +398,9 @@ def _finetune_data(cfg:FinetuneConfig, data, accel):
 
 def finetune_learner(cfg:FinetuneConfig, data=None, checkpoint=None, run_dir='runs/finetune', resume:str|None=None,
                      demo:bool=False, n_demo:int=600, tensorboard:bool=False, progress:bool|None=None,
-                     kill_at_step:int|None=None, verbose:bool=True) -> Learner:
+                     kill_at_step:int|None=None, verbose:bool=True, cbs:list=()) -> Learner:
     "A fastai `Learner` fine-tuning a BEiT classifier from `checkpoint` (or from scratch) on the image folder `data`."
-    # testing: kill_at_step: SIGKILL in that step, between its log row and its checkpoint
+    # cbs: extra callbacks; testing: kill_at_step: SIGKILL in that step, between its log row and its checkpoint
     run_dir = Path(run_dir)
     accel = make_accelerator(cfg); log = accel.print
     if data is None and not demo: raise ValueError('pass --data FOLDER (with train/<class>/ and val/<class>/ image folders), or --demo')
@@ -427,16 +430,17 @@ def finetune_learner(cfg:FinetuneConfig, data=None, checkpoint=None, run_dir='ru
 
     if progress is None: progress = sys.stdout.isatty()
     progress = progress and accel.is_main_process
-    cbs = run_callbacks(cfg, accel, state, run_dir, tensorboard, echo=not progress, kill_at_step=kill_at_step)
+    cbs, cbs_extra = run_callbacks(cfg, accel, state, run_dir, tensorboard, echo=not progress, kill_at_step=kill_at_step), list(cbs)
     k5 = min(5, num_classes)
     learn = Learner(DataLoaders(dl, vdl), model, loss_func=FinetuneLoss(cfg.smoothing), metrics=[AvgMetric(_topk(1)), AvgMetric(_topk(k5))],
-                    lr=peak, cbs=cbs + [MixupCallback(make_mixup(cfg, num_classes), cfg.seed)], path=run_dir,
+                    lr=peak, cbs=cbs + [MixupCallback(make_mixup(cfg, num_classes), cfg.seed), *cbs_extra], path=run_dir,
                     model_dir='.', opt_func=lambda _, lr: OptimWrapper(opt=finetune_adamw(model, cfg, lr)))
     learn.recorder.train_metrics = False
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
     learn.create_opt()
     if ck is not None: restore_training_state(learn, ck, accel)
     learn.accelerator, learn.cfg, learn.load_report, learn.classes, learn.topk = accel, cfg, report, train.classes, k5
+    if cfg.model_ema: add_model_ema(learn, cfg, ck, log)
     write_run_config(run_dir, cfg, accel, state, n_images=len(ds), n_val=len(val), num_classes=num_classes,
                      classes=train.classes, data=str(data), checkpoint=None if checkpoint is None or isinstance(checkpoint, dict) else str(checkpoint),
                      load_report=None if report is None else str(report))
@@ -459,18 +463,83 @@ def evaluate_classifier(model:nn.Module, dl, k:int=5) -> dict:
 def finetune(cfg:FinetuneConfig, **kw) -> Learner:
     "Build the fine-tuning `Learner`, train the epochs left, evaluate, and save `model.safetensors` + `metrics.json` (rank 0)."
     learn = finetune_learner(cfg, **kw)
-    accel = learn.accelerator
+    accel, ema = learn.accelerator, getattr(learn, 'model_ema', None)     # the ModelEmaCallback, with --model-ema
     fit_remaining(learn)
     m = learn.metrics_result = dict(evaluate_classifier(learn.model, learn.dls.valid, learn.topk), step=learn.run_state.step, epochs=cfg.epochs)
     accel.print(f'validation: top-1 {m["top1"]:.2%}  top-{m["top5_k"]} {m["top5"]:.2%}  loss {m["loss"]:.4f}  ({m["n_val"]} images)')
+    if ema is not None:
+        e = evaluate_classifier(ema.averaged, learn.dls.valid, learn.topk)
+        m.update(ema_top1=e['top1'], ema_top5=e['top5'], ema_loss=e['loss'], ema_decay=cfg.model_ema_decay)
+        accel.print(f'validation of the EMA (decay {cfg.model_ema_decay:g}): top-1 {e["top1"]:.2%}  top-{e["top5_k"]} {e["top5"]:.2%}  loss {e["loss"]:.4f}')
     if accel.is_main_process:
         mean, std = input_mean_std(cfg.imagenet_mean_std)
         meta = dict(model=cfg.model, num_classes=learn.model.num_classes, img_size=cfg.input_size, step=learn.run_state.step,
                     classes=json.dumps(learn.classes), mean=json.dumps(list(mean)), std=json.dumps(list(std)),
                     global_pool='token' if cfg.use_cls else 'avg', **({'depth': cfg.depth} if cfg.depth else {}))
         save_beit_checkpoint(learn.model, Path(learn.path)/'model.safetensors', metadata=meta)
+        if ema is not None: save_beit_checkpoint(ema.averaged, Path(learn.path)/'model_ema.safetensors', metadata=dict(meta, ema_decay=cfg.model_ema_decay))
         (Path(learn.path)/'metrics.json').write_text(json.dumps(m, indent=1))
     return learn
+
+# %% ../nbs/06_finetune.ipynb #916c3884
+from timm.utils import ModelEmaV3
+from .training import Checkpointer
+
+class ModelEmaCallback(Callback):
+    "Update timm's `ModelEmaV3` from the unwrapped model after every batch whose optimizer step happened."
+    order = Checkpointer.order - 1                          # after the step's counters and log row, before its checkpoint
+    def __init__(self, ema:ModelEmaV3): self.ema, self.updates, self._stepped = ema, 0, False
+    @property
+    def averaged(self) -> nn.Module: return self.ema.module     # the averaged model
+    def before_batch(self): self._stepped = False
+    def after_step(self): self._stepped = True
+    def after_batch(self):
+        tr = getattr(self.learn, 'accelerated_training', None)
+        if not (self.training and self._stepped and (tr is None or tr.stepped)): return   # accumulating, skipped, overflow
+        self.ema.update(tr.raw_model if tr is not None else self.learn.model); self.updates += 1
+    def checkpoint_state(self) -> dict: return {'model_ema': self.ema.module.state_dict()}   # as the official checkpoints
+
+def add_model_ema(learn:Learner, cfg:FinetuneConfig, ck:dict|None=None, log=print) -> ModelEmaCallback:
+    "The official `--model_ema` on `learn`: an EMA of `learn.model` (restored from the resume checkpoint `ck`), updated and checkpointed."
+    accel = learn.accelerator
+    learn.model.to(accel.device)                            # as the official code: on the device, before the DDP wrapper
+    ema = ModelEmaV3(learn.model, decay=cfg.model_ema_decay, device=torch.device('cpu') if cfg.model_ema_force_cpu else None)
+    if ck is not None and 'model_ema' in ck: ema.module.load_state_dict(ck['model_ema'])
+    elif ck is not None: log('note: the checkpoint holds no model EMA (its run had no --model-ema): the EMA starts from its weights')
+    learn.add_cb(cb := ModelEmaCallback(ema))
+    log(f'model EMA: decay {cfg.model_ema_decay:g} per optimizer step' + (', kept on the CPU' if cfg.model_ema_force_cpu else ''))
+    return cb
+
+# %% ../nbs/06_finetune.ipynb #6998d717
+def _class_folders(folder) -> list[str]:
+    "The class names `ImageFolderDataset` would find in `folder` (sorted folder names), without reading any image."
+    return sorted(d.name for d in Path(folder).iterdir() if d.is_dir() and not d.name.startswith('.'))
+
+def evaluate_finetuned(cfg:FinetuneConfig, checkpoint, data=None, run_dir='runs/finetune', demo:bool=False,
+                       n_demo:int=600, verbose:bool=True) -> dict:
+    "The official `--eval`: the fine-tuned classifier `checkpoint` scored on `data`/val; `eval.json` in `run_dir` (rank 0)."
+    accel = make_accelerator(cfg); log = accel.print
+    if checkpoint is None: raise ValueError('--eval-only needs --checkpoint (a fine-tuned classifier)')
+    if not isinstance(checkpoint, dict) and not Path(checkpoint).exists(): raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
+    if data is None and not demo: raise ValueError('pass --data FOLDER (with a val/<class>/ image folder), or --demo')
+    if data is None: data = _demo_data(Path(run_dir), accel, n_demo)
+    root = Path(data)
+    if not (root/'val').is_dir(): raise FileNotFoundError(f'--data {data}: no val/ folder (expected DATA/val/<class>/<image>)')
+    classes = _class_folders(root/'train') if (root/'train').is_dir() else None     # the fine-tune's label order
+    val = ImageFolderDataset(root/'val', transform=finetune_transform(cfg, train=False), classes=classes)
+    num_classes, kw = cfg.num_classes or len(val.classes), dict(depth=cfg.depth) if cfg.depth else {}
+    model, rep = beit_classifier(checkpoint, cfg.model, num_classes=num_classes, img_size=cfg.input_size, use_cls=cfg.use_cls,
+                                 drop_path=0., verbose=False, **kw)
+    if rep.initialised:
+        raise ValueError(f'--eval-only: {rep.source} is not a fine-tuned classifier for {num_classes} classes '
+                         f'({_group(rep.initialised)} would start random); fine-tune it first, or set --num-classes')
+    if verbose: log(rep)
+    vdl = DataLoader(val, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    m = dict(evaluate_classifier(model.to(accel.device), vdl, min(5, num_classes)), checkpoint=rep.source, data=str(data))
+    log(f'evaluation: top-1 {m["top1"]:.2%}  top-{m["top5_k"]} {m["top5"]:.2%}  loss {m["loss"]:.4f}  ({m["n_val"]} images)')
+    if accel.is_main_process:
+        Path(run_dir).mkdir(parents=True, exist_ok=True); (Path(run_dir)/'eval.json').write_text(json.dumps(m, indent=1))
+    return m
 
 # %% ../nbs/06_finetune.ipynb #865d8610
 @call_parse
@@ -509,6 +578,10 @@ def beit_finetune(
     use_cls:bool=False,            # classify from the [CLS] token instead of mean pooling
     init_scale:float=None,         # head init scale (0.001)
     mean_std:str=None,             # input normalisation: half (0.5/0.5, official default) or imagenet
+    model_ema:bool=False,          # keep an EMA of the weights (official --model_ema), evaluated and saved as model_ema.safetensors
+    model_ema_decay:float=None,    # its decay per optimizer step (official: 0.9999)
+    model_ema_force_cpu:bool=False, # keep the EMA on the CPU
+    eval_only:bool=False,          # only evaluate --checkpoint, a fine-tuned classifier, on DATA/val (official --eval); writes OUT/eval.json
     mixed_precision:str=None,      # auto | no | fp16 | bf16
     compile:bool=False,            # torch.compile the model
     seed:int=None,                 # seed of initialisation, data order, augmentation and Mixup
@@ -527,6 +600,8 @@ def beit_finetune(
     given = {k: v for k, v in args.items() if k in names and v is not None and not isinstance(v, bool)}
     if use_cls: given['use_cls'] = True
     if compile: given['compile'] = True
+    if model_ema: given['model_ema'] = True
+    if model_ema_force_cpu: given['model_ema_force_cpu'] = True
     try:
         if aa is not None: given['auto_augment'] = None if aa.lower() in ('none', '') else aa
         if mean_std is not None:
@@ -534,8 +609,9 @@ def beit_finetune(
             given['imagenet_mean_std'] = mean_std == 'imagenet'
         if demo and preset: raise ValueError('--demo and --preset: choose one (the demo has its own recipe)')
         cfg = demo_finetune_config(**given) if demo else finetune_preset(preset, **given) if preset else FinetuneConfig(**given)
-        finetune(cfg, data=data, checkpoint=checkpoint, run_dir=out, resume=resume, demo=demo, n_demo=n_demo,
-                 tensorboard=tensorboard, progress=False if no_progress else None, kill_at_step=kill_at_step)
+        if eval_only: evaluate_finetuned(cfg, checkpoint, data, run_dir=out, demo=demo, n_demo=n_demo)
+        else: finetune(cfg, data=data, checkpoint=checkpoint, run_dir=out, resume=resume, demo=demo, n_demo=n_demo,
+                       tensorboard=tensorboard, progress=False if no_progress else None, kill_at_step=kill_at_step)
     except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
         msg = str(e)
         if msg.startswith('Exception occured in'): msg = msg.split('\n\t', 1)[-1]   # fastai's wrapper around a callback's error

@@ -326,6 +326,7 @@ def load_resume_checkpoint(resume:str|None, run_dir, log=print, command:str='the
 # %% ../nbs/04b_training.ipynb #3facb8a9
 class Checkpointer(Callback):
     "Atomic checkpoints every `cfg.save_every` optimizer steps and at each epoch end (rank 0 writes; the newest `keep` stay)."
+    # a callback with a `checkpoint_state()` method adds its entries (e.g. a model EMA) to every checkpoint
     order = Recorder.order + 10                             # after RunLog: a step's row is on disk before its checkpoint
     def __init__(self, run_dir, accel, state:RunState, cfg:TrainConfig):
         self.run_dir, self.accel, self.state, self.cfg = Path(run_dir), accel, state, cfg
@@ -345,6 +346,8 @@ class Checkpointer(Callback):
                   epoch=epoch, samples_in_epoch=b * self.cfg.batch_size * self.accel.num_processes, step=st.step,
                   nonfinite=guard.n_nonfinite if guard else 0, rng=rngs, config=asdict(self.cfg), world_size=self.accel.num_processes,
                   schedule=dict(peak_lr=st.peak_lr, total_steps=st.total_steps, warmup_steps=st.warmup_steps))
+        for cb in learn.cbs:
+            if hasattr(cb, 'checkpoint_state'): ck.update(cb.checkpoint_state())
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_save(ck, self.run_dir/f'checkpoint-{st.step:08d}.pt')
         for old in list_checkpoints(self.run_dir)[self.cfg.keep_checkpoints:]: old.unlink(missing_ok=True)
