@@ -5,7 +5,7 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: demo test lab install check-export browser hf4 scipy113 clean-venv
+.PHONY: demo experiments test lab install check-export browser hf4 scipy113 clean-venv
 
 install: $(STAMP)
 
@@ -55,6 +55,11 @@ test: install browser hf4 scipy113 check-export
 
 demo: install
 	$(BIN)/beit-demo --out runs/demo $(ARGS)
+
+# The small-scale reproduction of nbs/06c_experiments.ipynb (slow: about an hour on 2 CPU cores; not part of `make test`).
+# Cached stage by stage in runs/experiments: rerunning resumes, and adds seeds or arms given in ARGS.
+experiments: install
+	$(BIN)/beit-experiments --out runs/experiments $(ARGS)
 
 # JupyterLab on nbs/, on this machine only (127.0.0.1; PORT busy → the next free one), no browser opened: open the
 # printed http://127.0.0.1:PORT/lab?token=... URL. The token is a fresh random one each start (Jupyter's default), so

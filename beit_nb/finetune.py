@@ -237,7 +237,7 @@ from fastai.data.core import DataLoaders
 from fastai.optimizer import OptimWrapper
 from .data import ImageFolderDataset, eval_transform, input_mean_std
 from .checkpoint import save_beit_checkpoint
-from .pretrain import OFFICIAL_NO_DECAY
+from .pretrain import OFFICIAL_NO_DECAY, check_crop_scale, parse_crop_scale
 from .training import (fit_remaining, TrainConfig, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler, SeededSamples, RunState,
                               make_accelerator, NonFiniteLossError, load_resume_checkpoint, resume_position,
                               restore_training_state, run_callbacks, write_run_config, _mix)
@@ -264,6 +264,7 @@ class FinetuneConfig(TrainConfig):
     crop_pct: float | None = None         # evaluation crop; None: 224/256 below 384 px, 1.0 from 384 (official)
     auto_augment: str | None = 'rand-m9-mstd0.5-inc1'   # timm RandAugment string; None: off
     color_jitter: float = 0.4             # (timm ignores it when auto_augment is set, as the official code)
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # random-resized-crop area range [lo, hi] (official)
     reprob: float = 0.25                  # random erasing probability (pixel mode)
     mixup: float = 0.8                    # Mixup alpha (0: off)
     cutmix: float = 1.0                   # CutMix alpha (0: off)
@@ -293,6 +294,7 @@ class FinetuneConfig(TrainConfig):
         if self.mixup_mode not in ('batch', 'pair', 'elem'): self._bad('mixup_mode', "'batch', 'pair' or 'elem'")
         if not 0 < self.model_ema_decay < 1: self._bad('model_ema_decay', 'in (0, 1)')
         if self.crop_pct is not None and not 0 < self.crop_pct <= 1: self._bad('crop_pct', 'None or in (0, 1]')
+        check_crop_scale(self)
 
 # %% ../nbs/06_finetune.ipynb #60473352
 FINETUNE_PRESETS = {   # the official README's commands (8 GPUs); lr quoted at the README's global batch
@@ -334,8 +336,9 @@ def finetune_transform(cfg:FinetuneConfig, train:bool=True):
     "timm's training `create_transform` of the recipe (`train`), or the evaluation resize + centre crop."
     mean, std = input_mean_std(cfg.imagenet_mean_std)
     if not train: return eval_transform(cfg.input_size, mean, std, crop_pct=cfg.eval_crop_pct)
-    return create_transform(cfg.input_size, is_training=True, color_jitter=cfg.color_jitter, auto_augment=cfg.auto_augment,
-                            interpolation='bicubic', re_prob=cfg.reprob, re_mode='pixel', re_count=1, mean=tuple(mean), std=tuple(std))
+    return create_transform(cfg.input_size, is_training=True, scale=tuple(cfg.crop_scale), color_jitter=cfg.color_jitter,
+                            auto_augment=cfg.auto_augment, interpolation='bicubic', re_prob=cfg.reprob, re_mode='pixel', re_count=1,
+                            mean=tuple(mean), std=tuple(std))
 
 class OnImage:
     "Apply `tfm` to the image of an `(image, label)` pair."
@@ -570,6 +573,7 @@ def beit_finetune(
     drop_path:float=None,          # stochastic depth rate (official: 0.1)
     input_size:int=None,           # image size in pixels (224)
     crop_pct:float=None,           # evaluation crop (default 224/256 below 384 px, 1.0 from 384)
+    crop_scale:str=None,           # training random-resized-crop area range 'lo,hi' (official: 0.08,1)
     aa:str=None,                   # RandAugment string (official: rand-m9-mstd0.5-inc1); 'none' = off
     reprob:float=None,             # random erasing probability (0.25)
     mixup:float=None,              # Mixup alpha (0.8; 0 = off)
@@ -603,6 +607,7 @@ def beit_finetune(
     if model_ema: given['model_ema'] = True
     if model_ema_force_cpu: given['model_ema_force_cpu'] = True
     try:
+        if crop_scale is not None: given['crop_scale'] = parse_crop_scale(crop_scale)
         if aa is not None: given['auto_augment'] = None if aa.lower() in ('none', '') else aa
         if mean_std is not None:
             if mean_std not in ('imagenet', 'half'): raise ValueError(f'--mean-std {mean_std}: expected imagenet or half')

@@ -9,7 +9,7 @@ Docs: https://beit-nb.github.io/beit_nb/pretrain.html.md"""
 from __future__ import annotations
 import json, math, random, sys, warnings
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # raised by fastai.layers at import
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,19 +28,34 @@ from fastai.optimizer import OptimWrapper
 
 from .data import UnlabeledImageFolder, BeitPretrainTransform, input_mean_std
 from .tokenizer import load_tokenizer
-from .masking import MaskingGenerator
+from .masking import MaskingGenerator, RandomMaskingGenerator
 import beit_nb.backbone  # registers the *_8k_vocab models in timm's registry
 from .checkpoint import save_beit_checkpoint
-from .mim import mim_loss, mim_accuracy, mim_labels
+from .mim import mim_loss, mim_accuracy, mim_labels, pixel_regression_target, pixel_regression_loss
 from .training import (TrainConfig, global_batch, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler,
                               SeededSamples, NoValidation, RunState, make_accelerator, NonFiniteLossError, load_resume_checkpoint,
                               resume_position, restore_training_state, run_callbacks, write_run_config, fit_remaining)
 
 # %% auto #0
-__all__ = ['OFFICIAL_NO_DECAY', 'PretrainConfig', 'paper_config', 'demo_config', 'beit_param_groups', 'beit_adamw', 'MIMCallback',
-           'build_model', 'pretrain_learner', 'pretrain', 'heldout_views', 'heldout_mim_accuracy', 'beit_pretrain']
+__all__ = ['OFFICIAL_NO_DECAY', 'check_crop_scale', 'parse_crop_scale', 'PretrainConfig', 'paper_config', 'demo_config',
+           'beit_param_groups', 'beit_adamw', 'MIMCallback', 'masking_generator', 'pixel_head_size',
+           'PixelRegressionCallback', 'build_model', 'pretrain_learner', 'pretrain', 'heldout_views',
+           'heldout_mim_accuracy', 'beit_pretrain']
 
 # %% ../nbs/05_pretrain.ipynb #b73af731
+def check_crop_scale(cfg):
+    "Validate `cfg.crop_scale`, the random-resized-crop area range; store it as `[lo, hi]` (a list: config.json reads back equal)."
+    s, num = cfg.crop_scale, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if not (isinstance(s, (tuple, list)) and len(s) == 2 and all(map(num, s)) and 0 < s[0] <= s[1] <= 1):
+        cfg._bad('crop_scale', 'a pair (lo, hi) of area fractions with 0 < lo <= hi <= 1')
+    cfg.crop_scale = [float(s[0]), float(s[1])]
+
+def parse_crop_scale(s:str) -> tuple[float, float]:
+    "The command lines' `--crop-scale lo,hi` as `(lo, hi)` (the range is checked by the config)."
+    try: lo, hi = (float(v) for v in str(s).split(','))
+    except ValueError: raise ValueError(f"--crop-scale {s}: expected two numbers 'lo,hi' with 0 < lo <= hi <= 1, e.g. 0.5,1") from None
+    return lo, hi
+
 @dataclass
 class PretrainConfig(TrainConfig):
     "Every number of the BEiT pretraining recipe; defaults are the paper's for `beit_base_patch16_224_8k_vocab`."
@@ -64,6 +79,10 @@ class PretrainConfig(TrainConfig):
     abs_pos_emb: bool = False
     imagenet_mean_std: bool = True        # view 1 normalised with ImageNet mean/std (published command); False: 0.5/0.5
     color_jitter: float = 0.4
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # random-resized-crop area range [lo, hi] (official)
+    masking: str = 'block'                # 'block': Algorithm 1 (the paper); 'random': uniform, same count (Table 4)
+    target: str = 'tokens'                # 'tokens': visual tokens (the paper); 'pixels': regress masked patches' pixels (Table 4)
+    pixel_norm: bool = True               # target='pixels': each target patch standardised (zero mean, unit variance)
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,6 +95,9 @@ class PretrainConfig(TrainConfig):
         if self.max_mask_patches_per_block is not None and not (pos_int(self.max_mask_patches_per_block)
                                                                  and self.max_mask_patches_per_block >= self.min_num_patches):
             self._bad('max_mask_patches_per_block', f'None or an int >= min_num_patches={self.min_num_patches}')
+        if self.masking not in ('block', 'random'): self._bad('masking', "'block' or 'random'")
+        if self.target not in ('tokens', 'pixels'): self._bad('target', "'tokens' or 'pixels'")
+        check_crop_scale(self)
 
 def paper_config(model:str='beit_base_patch16_224_8k_vocab', **kw) -> PretrainConfig:
     "The paper's recipe for `model`: BEiT-large differs only in its layer-scale init (1e-5)."
@@ -122,6 +144,33 @@ class MIMCallback(Callback):
             labels = mim_labels(self.tokenizer, view2.float(), mask)
         self.learn.xb, self.learn.yb = (view1, mask), (labels,)
 
+# %% ../nbs/05_pretrain.ipynb #271f96b0
+def masking_generator(cfg:PretrainConfig, grid, seed=None):
+    "The masks of `cfg.masking`, exactly `num_masking_patches` each: blockwise (Algorithm 1) or uniformly random patches."
+    if cfg.masking == 'random': return RandomMaskingGenerator(grid, cfg.num_masking_patches, seed=seed)
+    return MaskingGenerator(grid, cfg.num_masking_patches, cfg.min_num_patches, max_num_patches=cfg.max_mask_patches_per_block,
+                            exact=True, seed=seed)
+
+def pixel_head_size(cfg:PretrainConfig) -> int:
+    "Outputs per patch of the pixel-regression head: p·p·3 for the model's p×p patches (read off a weightless meta-device copy)."
+    with torch.device('meta'): p = timm.create_model(cfg.model, img_size=cfg.input_size, depth=1).patch_embed.patch_size
+    return p[0] * p[1] * 3
+
+class PixelRegressionCallback(Callback):
+    "`(view1, view2, mask)` → `xb=(view1, bool_masked_pos)`, `yb=(fp32 pixel targets [B,N,p·p·3] of view 1, bool_masked_pos)`."
+    order = MIMCallback.order
+    def __init__(self, patch_size:int, mean, std, normalize:bool=True):
+        self.patch_size, self.normalize = patch_size, normalize
+        self.mean, self.std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
+
+    def before_batch(self):
+        view1 = self.learn.xb[0]
+        mask = self.learn.yb[0].flatten(1).bool()
+        with torch.no_grad(), torch.autocast(view1.device.type, enabled=False):    # targets in fp32, whatever encloses us
+            pixels = view1.float() * self.std.to(view1.device) + self.mean.to(view1.device)   # undo the normalisation: [0, 1]
+            target = pixel_regression_target(pixels, self.patch_size, normalize=self.normalize)
+        self.learn.xb, self.learn.yb = (view1, mask), (target, mask)
+
 # %% ../nbs/05_pretrain.ipynb #5994e22f
 def _tokenizer(tokenizer, demo:bool):
     if isinstance(tokenizer, nn.Module): return tokenizer
@@ -138,10 +187,11 @@ def _tokenizer(tokenizer, demo:bool):
 
 def _grid(model) -> tuple[int, int]: return tuple(model.patch_embed.grid_size)
 
-def build_model(cfg:PretrainConfig, vocab_size:int) -> nn.Module:
-    "The `BeitForMIM` of `cfg` (timm registry name + the recipe's architecture flags)."
+def build_model(cfg:PretrainConfig, vocab_size:int|None=None) -> nn.Module:
+    "The `BeitForMIM` of `cfg` (timm registry name + the recipe's architecture flags); `vocab_size` None: a p·p·3 pixel head."
     kw = dict(depth=cfg.depth) if cfg.depth else {}
     try:
+        if vocab_size is None: vocab_size = pixel_head_size(cfg)
         return timm.create_model(cfg.model, vocab_size=vocab_size, img_size=cfg.input_size, drop_path_rate=cfg.drop_path,
                                  init_values=cfg.layer_scale_init_value or None, use_abs_pos_emb=cfg.abs_pos_emb,
                                  use_shared_rel_pos_bias=cfg.shared_rel_pos_bias, use_rel_pos_bias=not cfg.shared_rel_pos_bias, **kw)
@@ -151,9 +201,9 @@ def build_model(cfg:PretrainConfig, vocab_size:int) -> nn.Module:
         raise ValueError(f'--model {cfg.model}: not a registered BEiT-for-MIM model; available: {names}') from None
 
 def _check_fits(cfg:PretrainConfig, tok, model):
-    "The tokenizer's grid must be the model's patch grid, and the masking budget must fit it."
+    "The tokenizer's grid (if any) must be the model's patch grid, and the masking budget must fit it."
     grid = _grid(model)
-    if (tok.grid_size, tok.grid_size) != grid or tok.input_size != cfg.second_input_size:
+    if tok is not None and ((tok.grid_size, tok.grid_size) != grid or tok.input_size != cfg.second_input_size):
         raise ValueError(f'the tokenizer reads {tok.input_size} px into a {tok.grid_size}×{tok.grid_size} grid, but the model '
                          f'has a {grid[0]}×{grid[1]} patch grid and second_input_size={cfg.second_input_size}: they must match')
     if cfg.num_masking_patches > grid[0] * grid[1]:
@@ -163,9 +213,8 @@ def _check_fits(cfg:PretrainConfig, tok, model):
 # %% ../nbs/05_pretrain.ipynb #93bc140e
 def _pretrain_data(cfg:PretrainConfig, data, grid, accel, n_demo:int):
     "The masked two-view dataset and its loader, with a sampler that deals whole optimizer steps to every rank."
-    masking = MaskingGenerator(grid, cfg.num_masking_patches, cfg.min_num_patches, max_num_patches=cfg.max_mask_patches_per_block, exact=True)
-    tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter, masking=masking,
-                                imagenet_default_mean_and_std=cfg.imagenet_mean_std)
+    tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter, scale=cfg.crop_scale,
+                                masking=masking_generator(cfg, grid), imagenet_default_mean_and_std=cfg.imagenet_mean_std)
     if data is None: from beit_nb.synthetic import SceneImages   # --demo only
     base = SceneImages(n_demo, cfg.input_size, seed=cfg.seed) if data is None else UnlabeledImageFolder(data)
     ds = SeededSamples(base, tfm, cfg.seed)
@@ -173,6 +222,12 @@ def _pretrain_data(cfg:PretrainConfig, data, grid, accel, n_demo:int):
     dl = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, num_workers=cfg.num_workers,
                     pin_memory=torch.cuda.is_available())
     return ds, sampler, dl
+
+def _objective(cfg:PretrainConfig, tok, model):
+    "Loss, metrics and batch callback of `cfg.target`: token cross-entropy and accuracy, or the masked patches' pixel MSE alone."
+    if cfg.target == 'tokens': return mim_loss, AvgMetric(mim_accuracy), MIMCallback(tok)
+    mean, std = input_mean_std(cfg.imagenet_mean_std)
+    return pixel_regression_loss, [], PixelRegressionCallback(model.patch_embed.patch_size[0], mean, std, cfg.pixel_norm)
 
 def pretrain_learner(cfg:PretrainConfig, data=None, demo:bool=False, tokenizer=None, run_dir='runs/pretrain',
                      resume:str|None=None, n_demo:int=2000, tensorboard:bool=False, progress:bool|None=None,
@@ -187,8 +242,9 @@ def pretrain_learner(cfg:PretrainConfig, data=None, demo:bool=False, tokenizer=N
     path, ck = load_resume_checkpoint(resume, run_dir, log, command='beit-pretrain')
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
 
-    tok = _tokenizer(tokenizer, demo)
-    model = build_model(cfg, tok.vocab_size)
+    tok = _tokenizer(tokenizer, demo) if cfg.target == 'tokens' else None    # pixel regression needs none
+    if tok is None and tokenizer is not None: log('note: --target pixels regresses pixels; the tokenizer is not used')
+    model = build_model(cfg, None if tok is None else tok.vocab_size)
     _check_fits(cfg, tok, model)
     if ck is not None: model.load_state_dict(ck['model'])
     ds, sampler, dl = _pretrain_data(cfg, data, _grid(model), accel, n_demo)
@@ -203,8 +259,9 @@ def pretrain_learner(cfg:PretrainConfig, data=None, demo:bool=False, tokenizer=N
     progress = progress and accel.is_main_process
     cbs = run_callbacks(cfg, accel, state, run_dir, tensorboard, echo=not progress, inject_nan_batches=inject_nan_batches,
                         trace_probe='lm_head.bias' if trace else None, kill_at_step=kill_at_step)
-    learn = Learner(DataLoaders(dl, dl), model, loss_func=mim_loss, metrics=AvgMetric(mim_accuracy), lr=peak,
-                    cbs=cbs + [MIMCallback(tok), NoValidation()], path=run_dir, model_dir='.',
+    loss_func, metrics, target_cb = _objective(cfg, tok, model)
+    learn = Learner(DataLoaders(dl, dl), model, loss_func=loss_func, metrics=metrics, lr=peak,
+                    cbs=cbs + [target_cb, NoValidation()], path=run_dir, model_dir='.',
                     opt_func=lambda _, lr: OptimWrapper(opt=beit_adamw(model, cfg, lr)))
     learn.recorder.train_metrics, learn.recorder.valid_metrics = True, False
     if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
@@ -221,7 +278,8 @@ def pretrain(cfg:PretrainConfig, **kw) -> Learner:
     fit_remaining(learn)
     if learn.accelerator.is_main_process:
         mean, std = input_mean_std(cfg.imagenet_mean_std)
-        meta = dict(model=cfg.model, vocab_size=learn.tokenizer.vocab_size, img_size=cfg.input_size, step=learn.run_state.step,
+        meta = dict(model=cfg.model, vocab_size=learn.model.lm_head.out_features, img_size=cfg.input_size, step=learn.run_state.step,
+                    target=cfg.target, masking=cfg.masking,   # the head: visual-token logits, or p·p·3 pixels (Table 4)
                     mean=json.dumps(list(mean)), std=json.dumps(list(std)),     # the normalisation its inputs need (beit-app reads it)
                     **({'depth': cfg.depth} if cfg.depth else {}))
         save_beit_checkpoint(learn.model, Path(learn.path)/'model.safetensors', metadata=meta)
@@ -244,10 +302,10 @@ def heldout_views(images, cfg:PretrainConfig) -> tuple[torch.Tensor, torch.Tenso
 @torch.no_grad()
 def heldout_mim_accuracy(model:nn.Module, tokenizer:nn.Module, images, cfg:PretrainConfig, n_masks:int=1, seed:int=1234,
                          batch_size:int=64) -> dict:
-    "Masked-token accuracy of `model` on `images` (un-augmented views, seeded blockwise masks) vs the majority-token baseline."
+    "Masked-token accuracy of `model` on `images` (un-augmented views, seeded masks of `cfg.masking`) vs the majority-token baseline."
     dev = next(model.parameters()).device
     was_training = model.training; model.eval(); tokenizer.to(dev).eval()
-    gen = MaskingGenerator(_grid(model), cfg.num_masking_patches, cfg.min_num_patches, exact=True, seed=seed)
+    gen = masking_generator(cfg, _grid(model), seed=seed)
     v1_all, v2_all = heldout_views(images, cfg)
     correct, loss, labels_all = 0, 0., []
     for _ in range(n_masks):
@@ -296,6 +354,10 @@ def beit_pretrain(
     num_masking_patches:int=None,     # masked patches per image (paper: 75 of 196)
     min_num_patches:int=None,      # smallest masking block (paper: 16)
     color_jitter:float=None,       # colour jitter strength (0.4)
+    crop_scale:str=None,           # random-resized-crop area range 'lo,hi' (official: 0.08,1)
+    masking:str=None,              # block (Algorithm 1, the paper) or random (Table 4 ablation: uniform, same count)
+    target:str=None,               # tokens (visual tokens, the paper) or pixels (Table 4 ablation: regress masked pixels; no tokenizer)
+    raw_pixels:bool=False,         # --target pixels: regress raw [0,1] pixels (the paper's ablation) instead of standardised patches
     mean_std:str=None,             # view-1 normalisation: imagenet (the published command; --demo: half) or half (0.5/0.5)
     mixed_precision:str=None,      # auto | no | fp16 | bf16
     compile:bool=False,            # torch.compile the model
@@ -317,7 +379,9 @@ def beit_pretrain(
     given = {k: v for k, v in args.items() if k in names and v is not None and not isinstance(v, bool)}
     given.update(shared_rel_pos_bias=not per_layer_rel_pos_bias, abs_pos_emb=abs_pos_emb, compile=compile)
     if no_decay_mask_token_and_rel_pos: given['decay_mask_token_and_rel_pos'] = False
+    if raw_pixels: given['pixel_norm'] = False
     try:
+        if crop_scale is not None: given['crop_scale'] = parse_crop_scale(crop_scale)
         if mean_std is not None:
             if mean_std not in ('imagenet', 'half'): raise ValueError(f'--mean-std {mean_std}: expected imagenet or half')
             given['imagenet_mean_std'] = mean_std == 'imagenet'

@@ -398,12 +398,14 @@ def _append_csv(path:Path, cols, row):
         w.writerow(row)
 
 def _batch_stats(learn) -> list[float]:
-    "`[loss × n, correct, n]` of a training batch; `correct` counts argmax hits when the targets are class labels."
-    labels = learn.yb[0]; n = len(labels)
-    correct = (learn.pred.argmax(-1) == labels).sum().item() if not labels.is_floating_point() else 0
+    "`[loss × n, correct, n]` of a training batch; `correct` counts argmax hits, NaN when the targets are not class labels."
+    labels = learn.yb[0]; n = len(labels)              # (soft Mixup targets, regressed pixels: no accuracy to log)
+    correct = (learn.pred.argmax(-1) == labels).sum().item() if not labels.is_floating_point() else float('nan')
     return [learn.loss.item() * n, correct, n]
 
 # %% ../nbs/04b_training.ipynb #a0f3cbd7
+def _fmt_acc(v:float) -> str: return '' if math.isnan(v) else f'{v:.4f}'   # an empty cell where there is no accuracy
+
 class RunLog(Callback):
     "Per-step `steps.csv` and per-epoch `log.csv` (loss, accuracy, lr, img/s) from rank 0; optional TensorBoard."
     order = Recorder.order + 1
@@ -440,7 +442,7 @@ def after_batch(self:RunLog):
     if not self.main: return
     lr = self.learn.opt.hypers[0]['lr']
     _append_csv(self.run_dir/'steps.csv', self.STEP_COLS, dict(step=self.state.step, epoch=self.state.abs_epoch,
-                                                                loss=f'{l:.6f}', accuracy=f'{c:.4f}', lr=f'{lr:.4e}'))
+                                                                loss=f'{l:.6f}', accuracy=_fmt_acc(c), lr=f'{lr:.4e}'))
     if self.tb: self.tb.add_scalar('train/loss', l, self.state.step); self.tb.add_scalar('train/lr', lr, self.state.step)
 
 @patch
@@ -450,7 +452,7 @@ def after_train(self:RunLog):
     tot, secs = tot.cpu().tolist(), time.time() - self.t0
     guard = getattr(self.learn, 'non_finite_guard', None)
     r = self.epoch_row = dict(epoch=self.state.abs_epoch, step=self.state.step, loss=f'{tot[0] / max(tot[2], 1):.5f}',
-                              accuracy=f'{tot[1] / max(tot[2], 1):.4f}', lr=f'{self.learn.opt.hypers[0]["lr"]:.3e}',
+                              accuracy=_fmt_acc(tot[1] / max(tot[2], 1)), lr=f'{self.learn.opt.hypers[0]["lr"]:.3e}',
                               img_per_s=f'{tot[3] / max(secs, 1e-9):.1f}', seconds=f'{secs:.1f}',
                               nonfinite=guard.n_nonfinite if guard else 0)
     if not self.main: return
@@ -458,8 +460,9 @@ def after_train(self:RunLog):
     if self.tb:
         for k in ('loss', 'accuracy', 'img_per_s'): self.tb.add_scalar(f'epoch/{k}', float(r[k]), self.state.step)
     if self.echo:
-        print(f'epoch {r["epoch"] + 1}/{self.state.cfg.epochs}  step {r["step"]}  loss {r["loss"]}  acc '
-              f'{float(r["accuracy"]):.1%}  lr {r["lr"]}  {r["img_per_s"]} img/s  {r["seconds"]} s', flush=True)
+        acc = f'  acc {float(r["accuracy"]):.1%}' if r['accuracy'] else ''
+        print(f'epoch {r["epoch"] + 1}/{self.state.cfg.epochs}  step {r["step"]}  loss {r["loss"]}{acc}  '
+              f'lr {r["lr"]}  {r["img_per_s"]} img/s  {r["seconds"]} s', flush=True)
 
 @patch
 def after_fit(self:RunLog):

@@ -27,7 +27,7 @@ def test_console_scripts_resolve():
 # The package's layering (DESIGN.md): data flows one way along the core chain, no module imports one later in it,
 # and none imports the demo data (`synthetic`) at module level; attention, app and demo sit on top.
 CHAIN = ['data', 'tokenizer', 'dvae', 'dvae_training', 'masking', 'backbone', 'checkpoint', 'mim', 'training', 'pretrain', 'finetune', 'probe']
-ON_TOP = ['synthetic', 'attention', 'app', 'demo']
+ON_TOP = ['synthetic', 'attention', 'app', 'demo', 'experiments']
 
 def _module_imports(name):
     import ast
