@@ -18,8 +18,9 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 # %% auto #0
-__all__ = ['IMG_EXTENSIONS', 'to_rgb', 'load_image', 'UnlabeledImageFolder', 'ImageFolderDataset', 'input_mean_std',
-           'BeitPretrainTransform', 'eval_transform', 'model_transform', 'tokenizer_transform', 'eval_picture']
+__all__ = ['IMG_EXTENSIONS', 'to_rgb', 'load_image', 'UnlabeledImageFolder', 'class_folders', 'ImageFolderDataset',
+           'input_mean_std', 'BeitPretrainTransform', 'eval_transform', 'model_transform', 'tokenizer_transform',
+           'eval_picture']
 
 # %% ../nbs/00_data.ipynb #96623605
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.pbm', '.bmp', '.tif', '.tiff', '.webp', '.gif')
@@ -146,11 +147,15 @@ class UnlabeledImageFolder(_ImageFiles):
     def __repr__(self): return f'UnlabeledImageFolder({self.root}, n={len(self)}, skipped={self.n_skipped})'
 
 # %% ../nbs/00_data.ipynb #7e16273e
+def class_folders(root) -> list[str]:
+    "The class names of an ImageNet-layout folder: its sub-folders' names, sorted, hidden ones left out (no image is read)."
+    return sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not _is_hidden(d.name))
+
 class ImageFolderDataset(_ImageFiles):
     "ImageNet layout `root/<class>/**/<image>`; `ds[i]` is `(transform(rgb_image), label)`. Classes are the sorted folder names."
     def __init__(self, root, transform=None, classes:list[str]|None=None, extensions=IMG_EXTENSIONS, verify:bool=True):
         self.root, self.transform = _check_root(root, 'ImageFolderDataset'), transform
-        dirs = sorted(d.name for d in self.root.iterdir() if d.is_dir() and not _is_hidden(d.name))
+        dirs = class_folders(self.root)
         if classes is None: classes = dirs
         else:
             classes = list(classes)

@@ -235,7 +235,7 @@ from fastai.callback.core import Callback, TrainEvalCallback
 from fastai.callback.progress import ProgressCallback
 from fastai.data.core import DataLoaders
 from fastai.optimizer import OptimWrapper
-from .data import ImageFolderDataset, eval_transform, input_mean_std
+from .data import ImageFolderDataset, class_folders, eval_transform, input_mean_std
 from .checkpoint import save_beit_checkpoint
 from .pretrain import OFFICIAL_NO_DECAY, check_crop_scale, parse_crop_scale
 from .training import (fit_remaining, TrainConfig, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler, SeededSamples, RunState,
@@ -514,10 +514,6 @@ def add_model_ema(learn:Learner, cfg:FinetuneConfig, ck:dict|None=None, log=prin
     return cb
 
 # %% ../nbs/06_finetune.ipynb #6998d717
-def _class_folders(folder) -> list[str]:
-    "The class names `ImageFolderDataset` would find in `folder` (sorted folder names), without reading any image."
-    return sorted(d.name for d in Path(folder).iterdir() if d.is_dir() and not d.name.startswith('.'))
-
 def evaluate_finetuned(cfg:FinetuneConfig, checkpoint, data=None, run_dir='runs/finetune', demo:bool=False,
                        n_demo:int=600, verbose:bool=True) -> dict:
     "The official `--eval`: the fine-tuned classifier `checkpoint` scored on `data`/val; `eval.json` in `run_dir` (rank 0)."
@@ -528,7 +524,7 @@ def evaluate_finetuned(cfg:FinetuneConfig, checkpoint, data=None, run_dir='runs/
     if data is None: data = _demo_data(Path(run_dir), accel, n_demo)
     root = Path(data)
     if not (root/'val').is_dir(): raise FileNotFoundError(f'--data {data}: no val/ folder (expected DATA/val/<class>/<image>)')
-    classes = _class_folders(root/'train') if (root/'train').is_dir() else None     # the fine-tune's label order
+    classes = class_folders(root/'train') if (root/'train').is_dir() else None     # the fine-tune's label order
     val = ImageFolderDataset(root/'val', transform=finetune_transform(cfg, train=False), classes=classes)
     num_classes, kw = cfg.num_classes or len(val.classes), dict(depth=cfg.depth) if cfg.depth else {}
     model, rep = beit_classifier(checkpoint, cfg.model, num_classes=num_classes, img_size=cfg.input_size, use_cls=cfg.use_cls,

@@ -16,6 +16,7 @@ import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 from timm.models.beit import Beit
 from fastcore.script import call_parse
+from fastai.metrics import top_k_accuracy
 from .data import ImageFolderDataset, eval_transform, input_mean_std, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from .checkpoint import read_checkpoint, detect_layout, to_timm
 from .finetune import AnySizeBeit, LoadReport, beit_classifier
@@ -141,8 +142,7 @@ class ProbeHead(nn.Module):
 def topk_accuracy(scores:torch.Tensor, y, ks=(1, 5)) -> list[float]:
     "For each k (capped at the number of classes): the fraction of rows of `scores` [M, C] with the label `y` among the k highest."
     y, C = torch.as_tensor(y).long(), scores.shape[1]
-    top = scores.topk(min(max(ks), C), 1).indices
-    return [(top[:, :min(k, C)] == y[:, None]).any(1).float().mean().item() for k in ks]
+    return [top_k_accuracy(scores, y, k=min(k, C)).item() for k in ks]     # fastai's
 
 def _optimizer(params, name:str, lr:float, weight_decay:float|None):
     if name == 'adamw': return torch.optim.AdamW(params, lr, weight_decay=1e-4 if weight_decay is None else weight_decay)
