@@ -56,7 +56,7 @@ test: install browser hf4 scipy113 check-export
 demo: install
 	$(BIN)/beit-demo --out runs/demo $(ARGS)
 
-# The small-scale reproduction of nbs/06c_experiments.ipynb (slow: about an hour on 2 CPU cores; not part of `make test`).
+# The small-scale reproduction of nbs/06c_experiments.ipynb (slow: about 75 minutes on 2 CPU cores; not part of `make test`).
 # Cached stage by stage in runs/experiments: rerunning resumes, and adds seeds or arms given in ARGS.
 experiments: install
 	$(BIN)/beit-experiments --out runs/experiments $(ARGS)

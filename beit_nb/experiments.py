@@ -20,8 +20,8 @@ from .finetune import demo_finetune_config, finetune
 from .probe import probe_folder
 
 # %% auto #0
-__all__ = ['VARIANTS', 'ExperimentConfig', 'experiment_data', 'pretrain_arm', 'finetune_arm', 'probe_arm', 'summarize',
-           'plot_curves', 'run_experiments', 'beit_experiments']
+__all__ = ['VARIANTS', 'ExperimentConfig', 'experiment_data', 'stage_settings', 'pretrain_arm', 'finetune_arm', 'probe_arm',
+           'summarize', 'plot_curves', 'run_experiments', 'beit_experiments']
 
 # %% ../nbs/06c_experiments.ipynb #93884e01
 VARIANTS = {   # arm: pretraining options (None: no pretraining, the from-scratch arm); the paper's Table 4 rows that fit
@@ -40,11 +40,12 @@ class ExperimentConfig:
     seeds: tuple = (0, 1, 2)              # fine-tuning seeds of every arm
     arms: tuple = tuple(VARIANTS)         # which arms to run
     pretrain_epochs: int = 3              # epochs over the pool
-    finetune_epochs: int = 10             # epochs over the labelled set
+    finetune_epochs: int = 15             # epochs over the labelled set
     crop_scale: tuple = (0.35, 1.0)       # random-resized-crop scale, pretraining and fine-tuning
     pretrain_lr: float = 1.5e-3           # peak lr at batch 32 (the demo recipe, `demo_config`)
-    finetune_lr: float = 2e-3             # peak lr at batch 32 (`demo_finetune_config`)
+    finetune_lr: float = 2.5e-4           # peak lr at batch 32 (2× the official 4e-3 at 1024, scaled to 32; see Results)
     layer_decay: float = 0.75             # layer-wise lr decay of fine-tuning
+    auto_augment: str | None = None       # fine-tuning RandAugment (timm string); None: off (see Results)
     data_seed: int = 7                    # scenes: pool seed data_seed, labelled seeds data_seed + 1, + 2
 
     def __post_init__(self):
@@ -77,50 +78,72 @@ def experiment_data(root, cfg:ExperimentConfig) -> dict:
     return dict(pool=pool, labelled=lab)
 
 # %% ../nbs/06c_experiments.ipynb #6cf260fb
+def stage_settings(cfg:ExperimentConfig, stage:str) -> dict:
+    "The numbers a stage's result depends on ('pretrain', 'probe', 'finetune'): a cached result made with others is redone."
+    s = dict(pool=cfg.pool, data_seed=cfg.data_seed, pretrain_epochs=cfg.pretrain_epochs, pretrain_lr=cfg.pretrain_lr,
+             crop_scale=list(cfg.crop_scale))
+    if stage == 'pretrain': return s
+    s.update(labelled=cfg.labelled, val=cfg.val)
+    if stage == 'probe': return s
+    return dict(s, finetune_epochs=cfg.finetune_epochs, finetune_lr=cfg.finetune_lr, layer_decay=cfg.layer_decay,
+                auto_augment=cfg.auto_augment)
+
+def _cached(path:Path, settings:dict) -> dict | None:
+    "The result stored at `path` if it was made with `settings`, else None."
+    if not path.exists(): return None
+    r = json.loads(path.read_text())
+    return r if r.get('settings') == settings else None
+
 def _pretrain_cfg(arm:str, cfg:ExperimentConfig):
     return demo_config(epochs=cfg.pretrain_epochs, warmup_epochs=max(1, cfg.pretrain_epochs // 10) if cfg.pretrain_epochs > 1 else 0,
                        lr=cfg.pretrain_lr, crop_scale=cfg.crop_scale, seed=0, save_every=500, **VARIANTS[arm])
 
 def pretrain_arm(arm:str, cfg:ExperimentConfig, root, log=print) -> dict:
     "Pretrain (or reuse) `arm`'s checkpoint on `root/pool`; its path, held-out MIM accuracy (token arms) and time."
-    root = Path(root); run = root/'pretrain'/arm; done = run/'result.json'
-    if done.exists(): return json.loads(done.read_text())
+    root = Path(root); run = root/'pretrain'/arm; settings = stage_settings(cfg, 'pretrain')
+    if r := _cached(run/'result.json', settings): return r
+    if (run/'settings.json').exists() and json.loads((run/'settings.json').read_text()) != settings or \
+       (run/'result.json').exists(): shutil.rmtree(run)   # made with other numbers: start again (else resume it)
+    run.mkdir(parents=True, exist_ok=True); (run/'settings.json').write_text(json.dumps(settings))
     pcfg, t0 = _pretrain_cfg(arm, cfg), time.time()
     tok = demo_tokenizer() if pcfg.target == 'tokens' else None
     log(f'pretraining {arm} ({pcfg.masking} masking, {pcfg.target}) for {pcfg.epochs} epochs of {cfg.pool} scenes')
     learn = pretrain(pcfg, data=root/'pool', tokenizer=tok, run_dir=run, resume='auto' if (run/'config.json').exists() else None,
                      progress=False)
-    res = dict(arm=arm, checkpoint=str(run/'model.safetensors'), seconds=round(time.time() - t0, 1), steps=learn.run_state.step)
+    res = dict(arm=arm, checkpoint=str(run/'model.safetensors'), seconds=round(time.time() - t0, 1), steps=learn.run_state.step,
+               settings=settings)
     if tok is not None:
         val = synthetic_scenes(cfg.val, 64, cfg.data_seed + 2).images
         res['mim'] = heldout_mim_accuracy(learn.model, tok, list(val), pcfg, n_masks=2)
-    done.write_text(json.dumps(res, indent=1))
+    (run/'result.json').write_text(json.dumps(res, indent=1))
     return res
 
 def finetune_arm(arm:str, seed:int, cfg:ExperimentConfig, root, log=print) -> dict:
     "Fine-tune (or reuse) `arm` for `seed` on `root/labelled`; held-out top-1 at the end and after every epoch."
-    root = Path(root); run = root/'finetune'/f'{arm}-seed{seed}'; done = run/'result.json'
-    if done.exists(): return json.loads(done.read_text())
+    root = Path(root); run = root/'finetune'/f'{arm}-seed{seed}'; settings = stage_settings(cfg, 'finetune')
+    if r := _cached(run/'result.json', settings): return r
     ck = None if VARIANTS[arm] is None else pretrain_arm(arm, cfg, root, log)['checkpoint']
     fcfg, t0 = demo_finetune_config(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, layer_decay=cfg.layer_decay,
-                                    crop_scale=cfg.crop_scale, seed=seed, save_every=0), time.time()
+                                    auto_augment=cfg.auto_augment, crop_scale=cfg.crop_scale, seed=seed, save_every=0), time.time()
     shutil.rmtree(run, ignore_errors=True)                 # an unfinished run restarts: its curve must be whole
     learn = finetune(fcfg, data=root/'labelled', checkpoint=ck, run_dir=run, progress=False, verbose=False)
     curve = [float(v[2]) for v in learn.recorder.values]   # [train_loss, valid_loss, top1, top5] per epoch
-    res = dict(arm=arm, seed=seed, top1=learn.metrics_result['top1'], curve=curve, seconds=round(time.time() - t0, 1))
-    done.write_text(json.dumps(res, indent=1))
+    res = dict(arm=arm, seed=seed, top1=learn.metrics_result['top1'], curve=curve, seconds=round(time.time() - t0, 1),
+               settings=settings)
+    (run/'result.json').write_text(json.dumps(res, indent=1))
     return res
 
 # %% ../nbs/06c_experiments.ipynb #39ef88bd
 def probe_arm(arm:str, cfg:ExperimentConfig, root, log=print):
     "Linear and kNN probes by block of `arm`'s checkpoint ('random-init': random weights) on the labelled set (cached)."
     import pandas as pd
-    root = Path(root); out = root/'probe'/f'{arm}.csv'
-    if out.exists(): return pd.read_csv(out)
+    root = Path(root); out = root/'probe'/f'{arm}.json'; settings = stage_settings(cfg, 'probe')
+    if r := _cached(out, settings): return pd.DataFrame(r['table'])
     ck = None if arm == 'random-init' else pretrain_arm(arm, cfg, root, log)['checkpoint']
     table, _ = probe_folder(root/'labelled', ck, model='beit_tiny_patch8_64_8k_vocab', input_size=64, blocks='all',
                             pools=('mean', 'cls+mean'), crop_pct=1.0, verbose=False)
-    table.insert(0, 'arm', arm); out.parent.mkdir(parents=True, exist_ok=True); table.to_csv(out, index=False)
+    table.insert(0, 'arm', arm); out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(settings=settings, table=table.to_dict('records')), indent=1))
     return table
 
 def summarize(results:list[dict]):
@@ -178,7 +201,10 @@ def beit_experiments(
     seeds:str='0,1,2',            # fine-tuning seeds
     arms:str='beit,random-masking,pixel-regression,scratch',   # arms to run
     pretrain_epochs:int=3,        # epochs over the pool
-    finetune_epochs:int=10,       # epochs over the labelled set
+    finetune_epochs:int=15,       # epochs over the labelled set
+    finetune_lr:float=2.5e-4,     # fine-tuning peak lr at batch 32
+    layer_decay:float=0.75,       # fine-tuning layer-wise lr decay
+    aa:str='none',                # fine-tuning RandAugment (timm string, e.g. rand-m9-mstd0.5-inc1); 'none': off
     threads:int=None,             # torch CPU threads (default: torch's)
 ):
     "The small-scale reproduction of 06c: pretrain on a pool, fine-tune a small labelled set vs from scratch, ablations, probes."
@@ -186,6 +212,7 @@ def beit_experiments(
     try:
         cfg = ExperimentConfig(pool=pool, labelled=labelled, val=val, seeds=tuple(int(s) for s in seeds.split(',')),
                                arms=tuple(a.strip() for a in arms.split(',')), pretrain_epochs=pretrain_epochs,
-                               finetune_epochs=finetune_epochs)
+                               finetune_epochs=finetune_epochs, finetune_lr=finetune_lr, layer_decay=layer_decay,
+                               auto_augment=None if aa.lower() == 'none' else aa)
         run_experiments(cfg, out)
     except (ValueError, FileNotFoundError) as e: sys.exit(f'beit-experiments: {e}')
