@@ -247,6 +247,45 @@ def _grow(self:MaskingGenerator, rows, count, grown=None):
     self._buf, self._i = buf, i
     return rows, count
 
+# %% ../nbs/02_masking.ipynb #07b2c896
+@patch
+def batch_masks(self:MaskingGenerator, n:int) -> np.ndarray:
+    "`n` masks bool `[n, height, width]`, Algorithm 1 vectorised over the masks: `__call__`'s rules and distribution, another stream."
+    if not _is_int(n) or n < 0: raise ValueError(f'n: expected a non-negative int, got {n!r}')
+    H, W, budget, lo, cap = self.height, self.width, self.num_masking_patches, self.min_num_patches, self.max_num_patches
+    if W > 63: return self.masks(n)                       # rows are kept as 64-bit ints
+    if os.getpid() != self._pid: self._new_process()
+    la0, lad = self.log_aspect_ratio[0], self.log_aspect_ratio[1] - self.log_aspect_ratio[0]
+    hmax, wmax = (H, W) if self.strict else (H - 1, W - 1)
+    rmin, rmax = self.min_aspect * (1 - 1e-9), self.max_aspect * (1 + 1e-9)
+    n = int(n); rows = np.zeros((n, H), np.uint64)        # one bitmask per row, as `_blockwise` keeps them
+    count, fails, active = np.zeros(n, np.int64), np.zeros(n, np.int64), np.full(n, budget > 0)
+    ys, one = np.arange(H), np.uint64(1)
+    while active.any():
+        idx = np.flatnonzero(active)
+        allowed = np.minimum(budget - count[idx], cap)
+        u = self.rng.random((4, len(idx)))
+        target = lo + (allowed - lo) * u[0]                                   # U(min, allowed)
+        aspect = np.exp(la0 + lad * u[1])                                     # log-uniform aspect ratio
+        h, w = (np.sqrt(target * aspect) + .5).astype(np.int64), (np.sqrt(target / aspect) + .5).astype(np.int64)
+        ok = (h > 0) & (h <= hmax) & (w > 0) & (w <= wmax)
+        if self.strict: ok &= (h * w >= np.where(allowed >= lo, lo, 1)) & (rmin * w <= h) & (h <= rmax * w)
+        h, w = np.where(ok, h, 0), np.where(ok, w, 0)
+        top, left = (u[2] * (H - h + 1)).astype(np.int64), (u[3] * (W - w + 1)).astype(np.int64)
+        bits = ((one << w.astype(np.uint64)) - one) << left.astype(np.uint64)    # the block's columns
+        inside = (ys >= top[:, None]) & (ys < (top + h)[:, None])                 # its rows
+        add = np.where(inside, bits[:, None], np.uint64(0)) & ~rows[idx]
+        new = np.bitwise_count(add).sum(1, dtype=np.int64)
+        acc = ok & (new > 0) & (new <= allowed)                               # count new patches only; never overshoot
+        rows[idx[acc]] |= add[acc]
+        count[idx] += np.where(acc, new, 0)
+        fails[idx] = np.where(acc, 0, fails[idx] + 1)
+        active[idx] = (count[idx] < budget) & (fails[idx] < 10)               # ten failed tries end a mask
+    if self.exact:
+        for k in np.flatnonzero(count < budget):          # the few short masks grow one by one, as in `__call__`
+            rows[k] = self._grow([int(r) for r in rows[k]], int(count[k]))[0]
+    return ((rows[:, :, None] >> np.arange(W, dtype=np.uint64)) & one).astype(bool)
+
 # %% ../nbs/02_masking.ipynb #63f25c8e
 class RandomMaskingGenerator(_Seeded):
     "Random masking: exactly `num_masking_patches` patches, chosen uniformly without replacement."

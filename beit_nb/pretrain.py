@@ -130,18 +130,25 @@ def beit_adamw(model:nn.Module, cfg:PretrainConfig, lr:float) -> torch.optim.Ada
 class MIMCallback(Callback):
     "Turn `(view1, view2, mask)` into `xb=(view1, bool_masked_pos)`, `yb=(visual tokens of the masked patches,)`."
     order = TrainEvalCallback.order + 5                     # after AcceleratedTraining has placed the model
-    def __init__(self, tokenizer:nn.Module):
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer:nn.Module, channels_last:bool=True):
+        # channels_last: the convolutional tokenizer runs in NHWC layout, which oneDNN and cuDNN prefer (10_bench measures it)
+        self.tokenizer, self.channels_last = tokenizer, channels_last
         for p in tokenizer.parameters(): p.requires_grad_(False)
 
     def before_fit(self):
         self.tokenizer.to(next(self.learn.model.parameters()).device).eval()
+        if self.channels_last: self.tokenizer.to(memory_format=torch.channels_last)
+
+    def after_fit(self):
+        if self.channels_last: self.tokenizer.to(memory_format=torch.contiguous_format)   # as it came (safetensors wants contiguous)
 
     def before_batch(self):
         view1, view2 = self.learn.xb[:2]
         mask = self.learn.yb[0].flatten(1).bool()
+        x = view2.float()
+        if self.channels_last and x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), torch.autocast(view2.device.type, enabled=False):   # labels in fp32, whatever encloses us
-            labels = mim_labels(self.tokenizer, view2.float(), mask)
+            labels = mim_labels(self.tokenizer, x, mask)
         self.learn.xb, self.learn.yb = (view1, mask), (labels,)
 
 # %% ../nbs/05_pretrain.ipynb #271f96b0
