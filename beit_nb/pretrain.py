@@ -34,7 +34,8 @@ from .checkpoint import save_beit_checkpoint
 from .mim import mim_loss, mim_accuracy, mim_labels, pixel_regression_target, pixel_regression_loss
 from .training import (TrainConfig, global_batch, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler,
                               SeededSamples, NoValidation, RunState, make_accelerator, NonFiniteLossError, load_resume_checkpoint,
-                              resume_position, restore_training_state, run_callbacks, write_run_config, fit_remaining)
+                              resume_position, restore_training_state, run_callbacks, write_run_config, fit_remaining,
+                              BatchAccuracy)
 
 # %% auto #0
 __all__ = ['OFFICIAL_NO_DECAY', 'check_crop_scale', 'parse_crop_scale', 'PretrainConfig', 'paper_config', 'demo_config',
@@ -232,7 +233,7 @@ def _pretrain_data(cfg:PretrainConfig, data, grid, accel, n_demo:int):
 
 def _objective(cfg:PretrainConfig, tok, model):
     "Loss, metrics and batch callback of `cfg.target`: token cross-entropy and accuracy, or the masked patches' pixel MSE alone."
-    if cfg.target == 'tokens': return mim_loss, AvgMetric(mim_accuracy), MIMCallback(tok)
+    if cfg.target == 'tokens': return mim_loss, BatchAccuracy('mim_accuracy'), MIMCallback(tok)   # the run log's arg-max, shared
     mean, std = input_mean_std(cfg.imagenet_mean_std)
     return pixel_regression_loss, [], PixelRegressionCallback(model.patch_embed.patch_size[0], mean, std, cfg.pixel_norm)
 

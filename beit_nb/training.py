@@ -8,7 +8,7 @@ Docs: https://beit-nb.github.io/beit_nb/training.html.md"""
 
 # %% ../nbs/04b_training.ipynb #e30419eb
 from __future__ import annotations
-import csv, hashlib, json, math, os, random, re, time, warnings
+import csv, hashlib, json, math, os, random, re, time, warnings, weakref
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # raised by fastai.layers at import
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
@@ -17,7 +17,7 @@ import numpy as np
 import torch, torch.nn as nn
 from torch.utils.data import Dataset, Sampler
 from fastcore.basics import patch
-from fastai.learner import Recorder, CancelBatchException, CancelBackwardException
+from fastai.learner import Recorder, Metric, CancelBatchException, CancelBackwardException
 from fastai.callback.core import Callback, TrainEvalCallback, CancelValidException
 
 # %% auto #0
@@ -25,8 +25,8 @@ __all__ = ['CKPT_PATTERN', 'CKPT_KEYS', 'TrainConfig', 'global_batch', 'scaled_l
            'ResumableSampler', 'SeededSamples', 'NoValidation', 'RunState', 'resolve_mixed_precision',
            'make_accelerator', 'AcceleratedTraining', 'NonFiniteLossError', 'NonFiniteGuard', 'rng_states',
            'set_rng_states', 'atomic_save', 'list_checkpoints', 'find_checkpoint', 'load_resume_checkpoint',
-           'Checkpointer', 'resume_position', 'restore_training_state', 'RunLog', 'state_hash', 'TraceCallback',
-           'KillAtStep', 'run_callbacks', 'fit_remaining', 'write_run_config']
+           'Checkpointer', 'resume_position', 'restore_training_state', 'batch_correct', 'BatchAccuracy', 'RunLog',
+           'state_hash', 'TraceCallback', 'KillAtStep', 'run_callbacks', 'fit_remaining', 'write_run_config']
 
 # %% ../nbs/04b_training.ipynb #57419bea
 @dataclass
@@ -397,11 +397,30 @@ def _append_csv(path:Path, cols, row):
         if new: w.writeheader()
         w.writerow(row)
 
+def batch_correct(learn) -> float:
+    """Arg-max hits of the current batch, NaN when the targets are not class labels (soft Mixup targets, regressed
+    pixels). Computed once per batch: the run log and `BatchAccuracy` share the count, so a step takes one arg-max."""
+    pred, labels = learn.pred, learn.yb[0]
+    memo = getattr(learn, '_correct_memo', None)       # weak references: a freed batch's tensors are never matched again
+    if memo is not None and memo[0]() is pred and memo[1]() is labels: return memo[2]
+    c = (pred.argmax(-1) == labels).sum().item() if not labels.is_floating_point() else float('nan')
+    learn._correct_memo = (weakref.ref(pred), weakref.ref(labels), c)
+    return c
+
+class BatchAccuracy(Metric):
+    "Training accuracy as a fastai metric, from `batch_correct`: the count the run log writes, not a second arg-max."
+    def __init__(self, name:str='accuracy'): self._name = name
+    def reset(self): self.correct, self.n = 0., 0
+    def accumulate(self, learn): self.correct += batch_correct(learn); self.n += len(learn.yb[0])
+    @property
+    def value(self): return self.correct / self.n if self.n else None
+    @property
+    def name(self): return self._name
+
 def _batch_stats(learn) -> list[float]:
-    "`[loss × n, correct, n]` of a training batch; `correct` counts argmax hits, NaN when the targets are not class labels."
-    labels = learn.yb[0]; n = len(labels)              # (soft Mixup targets, regressed pixels: no accuracy to log)
-    correct = (learn.pred.argmax(-1) == labels).sum().item() if not labels.is_floating_point() else float('nan')
-    return [learn.loss.item() * n, correct, n]
+    "`[loss × n, correct, n]` of a training batch (`batch_correct`: NaN when the targets are not class labels)."
+    n = len(learn.yb[0])
+    return [learn.loss.item() * n, batch_correct(learn), n]
 
 # %% ../nbs/04b_training.ipynb #a0f3cbd7
 def _fmt_acc(v:float) -> str: return '' if math.isnan(v) else f'{v:.4f}'   # an empty cell where there is no accuracy
