@@ -26,8 +26,9 @@ def test_console_scripts_resolve():
 
 # The package's layering (DESIGN.md): data flows one way along the core chain, no module imports one later in it,
 # and none imports the demo data (`synthetic`) at module level; attention, app and demo sit on top.
-CHAIN = ['data', 'tokenizer', 'dvae', 'dvae_training', 'masking', 'backbone', 'checkpoint', 'mim', 'training', 'pretrain', 'finetune', 'probe']
-ON_TOP = ['synthetic', 'attention', 'app', 'demo', 'experiments']
+CHAIN = ['data', 'tokenizer', 'dvae', 'dvae_training', 'masking', 'backbone', 'checkpoint', 'mim', 'training', 'pretrain', 'finetune', 'probe',
+         'segmentation']
+ON_TOP = ['synthetic', 'attention', 'app', 'demo', 'experiments', 'bench']
 
 def _module_imports(name):
     import ast
@@ -41,6 +42,10 @@ def _module_imports(name):
         elif isinstance(node, ast.Import):
             out.update(a.name.split('.')[1] for a in node.names if a.name.startswith('beit_nb.'))
     return out
+
+def test_every_module_has_its_place():
+    mods = {p.stem for p in (ROOT/'beit_nb').glob('*.py') if not p.stem.startswith('_')}
+    assert mods == set(CHAIN) | set(ON_TOP), f'not placed in CHAIN or ON_TOP: {sorted(mods - set(CHAIN) - set(ON_TOP))}'
 
 def test_core_chain_imports_only_earlier_modules():
     for i, m in enumerate(CHAIN):

@@ -1,0 +1,92 @@
+"""`beit-segment`: a 2-process CPU (gloo) segmentation run through `accelerate launch` that is killed with SIGKILL at a
+fixed step and resumed with `--resume auto`, ending at the same step with the same loss curve, learning rates and
+validation mIoU as an uninterrupted 2-process run (same data order, joint augmentations and stochastic depth; the
+BatchNorm statistics travel in the checkpoint); then `predict` and `eval` (the `beit-segment` function, in process) on the trained segmentor, and one-line errors.
+
+Each run: beit_tiny (2 blocks) + UPerNet (32 channels) at 32 px crops on the demo scenes in the ADE20K layout (48
+training / 12 validation, 6 shape classes, background ignored), batch 4 per process (global 8), 12 iterations = 2 passes of 6 steps, drop path 0.1."""
+import csv, json, os, subprocess, sys
+from pathlib import Path
+import numpy as np, pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import ROOT, console_script, free_port, _entry_point
+
+ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
+N, BS, ITERS = 48, 4, 12
+KILL_AT = 9                                   # checkpoints 4, 6 (end of the first pass) and 8 are complete
+ARGS = ['train', '--demo', '--n-demo', str(N), '--depth', '2', '--crop-size', '32', '--stride', '32', '--channels', '32',
+        '--aux-channels', '16', '--batch-size', str(BS), '--iters', str(ITERS), '--warmup-iters', '2', '--save-every', '4',
+        '--keep-checkpoints', '10', '--num-workers', '0', '--drop-path', '0.1', '--eval-every', '0', '--no-progress']
+
+def launch(out, *extra, wait=True):
+    cmd = console_script('accelerate') + ['launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
+           '--dynamo_backend', 'no', '--main_process_ip', '127.0.0.1', '--main_process_port', str(free_port()),
+           '-m', 'beit_nb.segmentation', *ARGS, '--out', str(out), *extra]
+    p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return finish(p) if wait else p
+
+def finish(p):
+    out, err = p.communicate(timeout=600)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+def rows(run): return list(csv.DictReader(open(run/'steps.csv')))
+def ckpts(run): return sorted(p.name for p in run.glob('checkpoint-*.pt'))
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    "The uninterrupted run and the run killed in step KILL_AT, launched side by side (their start-up overlaps)."
+    ref, killed = tmp_path_factory.mktemp('ref')/'run', tmp_path_factory.mktemp('killed')/'run'
+    pr, pk = launch(ref, wait=False), launch(killed, '--kill-at-step', str(KILL_AT), wait=False)
+    r, k = finish(pr), finish(pk)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return ref, r, killed, k
+
+@pytest.fixture(scope='module')
+def reference(runs): return runs[:2]
+
+def test_two_process_segment(reference):
+    out, r = reference
+    cfg = json.loads((out/'config.json').read_text())
+    assert cfg['distributed_type'] == 'MULTI_CPU' and cfg['world_size'] == 2 and cfg['global_batch'] == 2 * BS
+    assert cfg['num_classes'] == 6 and cfg['head'] == 'upernet' and cfg['epochs'] == 2 and cfg['steps_per_epoch'] == 6
+    assert [int(x['step']) for x in rows(out)] == list(range(1, ITERS + 1))          # rank 0 alone writes the logs
+    m = json.loads((out/'metrics.json').read_text())
+    assert m['step'] == ITERS and m['n_val'] == 12 and 0 <= m['mIoU'] <= 1 and r.stdout.count('validation: mIoU') == 1
+
+def test_resume_after_sigkill(runs):
+    ref, _, run, r = runs
+    assert r.returncode != 0, r.stdout[-2000:]
+    before = ckpts(run)
+    assert before == [f'checkpoint-{s:08d}.pt' for s in (4, 6, 8)], (before, r.stderr[-3000:])
+    assert len(rows(run)) == KILL_AT and not (run/'metrics.json').exists()
+    r = launch(run, '--resume', 'auto')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    assert f'resuming from {run/before[-1]}' in r.stdout + r.stderr
+    got, want = rows(run), rows(ref)
+    assert [int(x['step']) for x in got] == list(range(1, ITERS + 1))
+    for a, b in zip(got, want):
+        assert abs(float(a['loss']) - float(b['loss'])) < 1e-4 and a['lr'] == b['lr'], (a, b)
+    m, mref = (json.loads((p/'metrics.json').read_text()) for p in (run, ref))
+    assert m['step'] == mref['step'] == ITERS and abs(m['mIoU'] - mref['mIoU']) < 1e-6 and abs(m['aAcc'] - mref['aAcc']) < 1e-6
+
+def test_cli_predict_eval_and_errors(reference, tmp_path):
+    ref, _ = reference
+    images = tmp_path/'images'; images.mkdir()
+    for f in sorted((ref/'demo_data/ade20k/images/validation').glob('*.jpg'))[:2]: (images/f.name).write_bytes(f.read_bytes())
+    from beit_nb.segmentation import beit_segment                          # the console script's function, in this process
+    assert _entry_point('beit-segment') == 'beit_nb.segmentation:beit_segment'
+    beit_segment('predict', checkpoint=str(ref/'model.safetensors'), image=str(images), out=str(tmp_path/'pred'))
+    labels = sorted((tmp_path/'pred').glob('*_label.png'))
+    assert len(labels) == 2 and len(list((tmp_path/'pred').glob('*_overlay.png'))) == 2
+    lab = np.array(Image.open(labels[0]))
+    assert lab.shape == (64, 64) and lab.max() < 6
+    m = beit_segment('eval', checkpoint=str(ref/'model.safetensors'), data=str(ref/'demo_data/ade20k'), out=str(tmp_path/'eval'))
+    mref = json.loads((ref/'metrics.json').read_text())
+    assert abs(m['mIoU'] - mref['mIoU']) < 1e-9 and json.loads((tmp_path/'eval/eval.json').read_text())['n_val'] == 12
+    for args, msg in ((['predict', '--checkpoint', str(tmp_path/'nope.safetensors'), '--image', str(images)],
+                       f'beit-segment: --checkpoint {tmp_path/"nope.safetensors"}: no such file'),
+                      (['train', '--data', str(tmp_path/'flat')], f'beit-segment: --data {tmp_path/"flat"}: no such folder')):
+        with pytest.raises(SystemExit) as e: beit_segment(args[0], **{a[2:].replace('-', '_'): v for a, v in zip(args[1::2], args[2::2])})
+        assert str(e.value) == msg
