@@ -377,12 +377,12 @@ def _topk(k:int):
     return f
 
 # %% ../nbs/06_finetune.ipynb #335a9dad
-def _demo_data(run_dir:Path, accel, n_demo:int) -> Path:
-    "The synthetic demo folders (`--demo`), written once by the main process under `run_dir/demo_data`."
+def _demo_data(run_dir:Path, accel, n_demo:int, layout:str='imagenet') -> Path:
+    "The synthetic demo folders (`--demo`, `layout` 'imagenet' or 'ade20k'), written once by the main process under `run_dir/demo_data`."
     from beit_nb.synthetic import write_demo_folders   # --demo only: the core chain does not import the demo data
     with accel.main_process_first():
         paths = write_demo_folders(run_dir/'demo_data', n_train=n_demo, n_val=max(n_demo // 5, 12))
-    return paths['imagenet']
+    return paths[layout]
 
 def _finetune_data(cfg:FinetuneConfig, data, accel):
     "Training set (seeded augmentations) + its resumable sampler and loader, and the validation loader."

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from timm.models.beit import Beit
-from .finetune import AnySizeBeit, LoadReport, beit_classifier, finetune_param_groups, _group
+from .finetune import AnySizeBeit, LoadReport, beit_classifier, finetune_param_groups, _group, _demo_data
 from .checkpoint import read_checkpoint, detect_layout, to_timm
 from PIL import Image
 from .data import _ImageFiles, _scan_images, _check_root, input_mean_std, IMG_EXTENSIONS
@@ -307,8 +308,8 @@ def photometric_distortion(img:np.ndarray, rng=np.random, brightness_delta:int=3
     return x.round().astype(np.uint8)
 
 def _to_tensor(img:np.ndarray, mean, std) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255
-    return (t - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    "HWC uint8 → normalised CHW float (torchvision's `to_tensor` + `normalize`)."
+    return TF.normalize(TF.to_tensor(np.ascontiguousarray(img)), mean, std)
 
 # %% ../nbs/07_segmentation.ipynb #af4ef174
 class SegTrainTransform:
@@ -549,13 +550,6 @@ class SegValidation(Callback):
         self.log(f'validation after step {st.step}: mIoU {m["mIoU"]:.2%}  aAcc {m["aAcc"]:.2%}  mAcc {m["mAcc"]:.2%}  ({m["n_val"]} images)')
 
 # %% ../nbs/07_segmentation.ipynb #21db2e0d
-def _demo_ade(run_dir:Path, accel, n_demo:int) -> Path:
-    "The synthetic demo scenes in the ADE20K layout (`--demo`), written once by the main process under `run_dir/demo_data`."
-    from beit_nb.synthetic import write_demo_folders   # --demo only: the core chain does not import the demo data
-    with accel.main_process_first():
-        paths = write_demo_folders(run_dir/'demo_data', n_train=n_demo, n_val=max(n_demo // 5, 12))
-    return paths['ade20k']
-
 class OnPair:
     "Apply a joint transform to an `(image, mask)` sample."
     def __init__(self, tfm): self.tfm = tfm
@@ -579,7 +573,7 @@ def segment_learner(cfg:SegConfig, data=None, checkpoint=None, run_dir='runs/seg
         raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
     run_dir, accel = Path(run_dir), make_accelerator(cfg); log = accel.print
     path, ck = load_resume_checkpoint(resume, run_dir, log, command='beit-segment')
-    if data is None: data = _demo_ade(run_dir, accel, n_demo)
+    if data is None: data = _demo_data(run_dir, accel, n_demo, 'ade20k')   # fine-tuning's demo folders, ADE20K layout
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
     base, ds, val = seg_datasets(cfg, data)
     sampler = ResumableSampler(len(ds), accel.process_index, accel.num_processes, cfg.seed, multiple_of=cfg.batch_size * cfg.accum_steps)
