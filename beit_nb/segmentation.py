@@ -60,11 +60,15 @@ class ConvModule(nn.Module):
 def _resize(x, size): return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)
 
 def add_feature_pyramid(backbone:AnySizeBeit) -> AnySizeBeit:
-    "The official BEiT pyramid on `backbone` (as `backbone.fpn1..fpn4`): ×4 and ×2 up by transposed convs, ×1, ×½ by max pooling."
-    d = backbone.embed_dim
-    backbone.fpn1 = nn.Sequential(nn.ConvTranspose2d(d, d, 2, 2), nn.BatchNorm2d(d), nn.GELU(), nn.ConvTranspose2d(d, d, 2, 2))
-    backbone.fpn2 = nn.Sequential(nn.ConvTranspose2d(d, d, 2, 2))
-    backbone.fpn3, backbone.fpn4 = nn.Identity(), nn.MaxPool2d(2, 2)
+    "The official BEiT pyramid on `backbone` (as `backbone.fpn1..fpn4`), at strides 4, 8, 16 and 32 of the image."
+    d, p = backbone.embed_dim, backbone.patch_embed.patch_size[0]
+    if p == 16:      # ×4 (deconv, BN, GELU, deconv), ×2 (deconv), ×1, ×½ (max pooling)
+        backbone.fpn1 = nn.Sequential(nn.ConvTranspose2d(d, d, 2, 2), nn.BatchNorm2d(d), nn.GELU(), nn.ConvTranspose2d(d, d, 2, 2))
+        backbone.fpn2, backbone.fpn3, backbone.fpn4 = nn.Sequential(nn.ConvTranspose2d(d, d, 2, 2)), nn.Identity(), nn.MaxPool2d(2, 2)
+    elif p == 8:     # ×2 (deconv), ×1, ×½, ×¼ (max pooling)
+        backbone.fpn1, backbone.fpn2 = nn.Sequential(nn.ConvTranspose2d(d, d, 2, 2)), nn.Identity()
+        backbone.fpn3, backbone.fpn4 = nn.Sequential(nn.MaxPool2d(2, 2)), nn.Sequential(nn.MaxPool2d(4, 4))
+    else: raise ValueError(f'the BEiT feature pyramid is defined for 16- and 8-px patches (as the official backbone), not {p}-px')
     return backbone
 
 # %% ../nbs/07_segmentation.ipynb #cd83ac1e
@@ -464,6 +468,10 @@ class SegConfig(TrainConfig):
 SEG_PRESETS = {   # the official ADE20K configs (upernet_beit_*_slide_160k_ade20k_{pt,pt2ft}.py), global batch 16
     'base-512-pt':     dict(model='beit_base_patch16_224', crop_size=512, stride=341, img_scale=[2048, 512], lr=7e-4, layer_decay=0.65),
     'base-640-pt2ft':  dict(model='beit_base_patch16_224', crop_size=640, stride=426, img_scale=[2560, 640], lr=3e-5, layer_decay=0.9),
+    # MMSegmentation's upernet_beit-large_fp16_8x1_640x640_160k_ade20k.py: 8 GPUs × 1 image × 2 accumulated = 16 per step,
+    # its 320K iterations (3000 of warmup) = 160K optimizer steps (1500); blocks 8, 12, 16, 24; 1024 decode-head channels
+    'large-640-pt2ft': dict(model='beit_large_patch16_224', crop_size=640, stride=426, img_scale=[2560, 640], lr=2e-5, layer_decay=0.95,
+                            batch_size=1, accum_steps=2, drop_path=0.2, layer_scale=1e-6, channels=1024),
 }
 
 def seg_preset(name:str='base-512-pt', **kw) -> SegConfig:
@@ -474,8 +482,8 @@ def seg_preset(name:str='base-512-pt', **kw) -> SegConfig:
 def demo_seg_config(**kw) -> SegConfig:
     "The recipe on the demo scenes: tiny BEiT, 64 px crops, 6 shape classes (background = ADE20K's label 0, ignored), CPU-sized."
     d = dict(model='beit_tiny_patch8_64_8k_vocab', num_classes=6, channels=64, aux_channels=32, crop_size=64, stride=43,
-             img_scale=[256, 64], ratio_range=[0.75, 1.5], iters=150, warmup_iters=15, batch_size=8, base_batch=8, lr=3e-3,
-             layer_decay=0.75, drop_path=0., num_workers=0, save_every=50)
+             img_scale=[256, 64], ratio_range=[0.75, 1.5], iters=1500, warmup_iters=100, batch_size=8, base_batch=8, lr=5e-4,
+             layer_decay=0.75, drop_path=0., num_workers=0, save_every=250)
     return SegConfig(**{**d, **kw})
 
 # %% ../nbs/07_segmentation.ipynb #2782c5fd
@@ -513,13 +521,10 @@ class SegLoss(nn.Module):
         return losses[0] + self.aux_weight * sum(losses[1:])
 
 class PixelLog(Callback):
-    "Make the training log's loss and accuracy per labelled pixel: `RunLog` then sees one 'sample' per pixel that is not ignored."
+    "Point the run log at the decode head's logits at label size (`SegLoss` keeps them): it scores every labelled pixel."
     order = Recorder.order + 0.5                             # after the step, before `RunLog` (Recorder + 1)
     def after_batch(self):
-        lg = self.learn.loss_func.logits
-        if not self.training or not self.learn.yb or lg is None: return
-        y = self.learn.yb[0]; keep = y != self.learn.loss_func.ignore_index
-        self.learn.pred, self.learn.yb = lg.permute(0, 2, 3, 1)[keep], (y[keep],)
+        if self.training and self.learn.loss_func.logits is not None: self.learn.pred = self.learn.loss_func.logits
 
 # %% ../nbs/07_segmentation.ipynb #5495d022
 def evaluate_segmentor(model:BeitSegmentor, ds, mode:str='slide', crop_size=512, stride=341, img_scale=None, scales=(1.0,),
@@ -686,7 +691,7 @@ def beit_segment(
     image:str=None,                # predict: an image file or a folder of images
     out:str='runs/segment',        # run folder (train, eval) or output folder (predict)
     resume:str=None,               # 'auto' (latest good checkpoint in --out) or a checkpoint path
-    preset:str=None,               # an official recipe: base-512-pt (the defaults), base-640-pt2ft
+    preset:str=None,               # an official recipe: base-512-pt (the defaults), base-640-pt2ft, large-640-pt2ft
     model:str=None,                # timm BEiT name or one of our *_8k_vocab architectures
     depth:int=None,                # override the model's number of blocks
     num_classes:int=None,          # classes (ADE20K: 150)

@@ -397,13 +397,19 @@ def _append_csv(path:Path, cols, row):
         if new: w.writeheader()
         w.writerow(row)
 
-def batch_correct(learn) -> float:
-    """Arg-max hits of the current batch, NaN when the targets are not class labels (soft Mixup targets, regressed
-    pixels). Computed once per batch: the run log and `BatchAccuracy` share the count, so a step takes one arg-max."""
+def batch_correct(learn) -> tuple[float, int]:
+    """Arg-max hits of the current batch and how many targets were scored. Classes lie on dim 1, so dense predictions
+    `[B, C, H, W]` against labels `[B, H, W]` are read in place; labels equal to the loss's `ignore_index` (segmentation's
+    255) are not scored. Hits are NaN when the targets are not class labels (soft Mixup targets, regressed pixels).
+    Computed once per batch: the run log and `BatchAccuracy` share the count, so a step takes one arg-max."""
     pred, labels = learn.pred, learn.yb[0]
     memo = getattr(learn, '_correct_memo', None)       # weak references: a freed batch's tensors are never matched again
     if memo is not None and memo[0]() is pred and memo[1]() is labels: return memo[2]
-    c = (pred.argmax(-1) == labels).sum().item() if not labels.is_floating_point() else float('nan')
+    if labels.is_floating_point(): c = (float('nan'), len(labels))
+    else:
+        hit, ignore = pred.argmax(1) == labels, getattr(getattr(learn, 'loss_func', None), 'ignore_index', None)
+        if ignore is None: c = (hit.sum().item(), labels.numel())
+        else: keep = labels != ignore; c = ((hit & keep).sum().item(), keep.sum().item())
     learn._correct_memo = (weakref.ref(pred), weakref.ref(labels), c)
     return c
 
@@ -411,16 +417,16 @@ class BatchAccuracy(Metric):
     "Training accuracy as a fastai metric, from `batch_correct`: the count the run log writes, not a second arg-max."
     def __init__(self, name:str='accuracy'): self._name = name
     def reset(self): self.correct, self.n = 0., 0
-    def accumulate(self, learn): self.correct += batch_correct(learn); self.n += len(learn.yb[0])
+    def accumulate(self, learn): c, n = batch_correct(learn); self.correct += c; self.n += n
     @property
     def value(self): return self.correct / self.n if self.n else None
     @property
     def name(self): return self._name
 
 def _batch_stats(learn) -> list[float]:
-    "`[loss × n, correct, n]` of a training batch (`batch_correct`: NaN when the targets are not class labels)."
-    n = len(learn.yb[0])
-    return [learn.loss.item() * n, batch_correct(learn), n]
+    "`[loss × n, correct, n]` of a training batch, n the targets scored (`batch_correct`: NaN when not class labels)."
+    c, n = batch_correct(learn)
+    return [learn.loss.item() * n, c, n]
 
 # %% ../nbs/04b_training.ipynb #a0f3cbd7
 def _fmt_acc(v:float) -> str: return '' if math.isnan(v) else f'{v:.4f}'   # an empty cell where there is no accuracy
