@@ -264,6 +264,9 @@ class FastPath:
     channels_last: bool = True
     exact_masks: bool = True
     compile: bool = False
+    sdpa_bias: bool = True
+    non_blocking: bool = True
+    loader_workers: int|None = None       # None: pre-made batches already on the device; k: the run's own DataLoader, k workers
 
     def resolved_bf16(self) -> bool:
         from beit_nb.training import resolve_mixed_precision
@@ -277,6 +280,9 @@ class FastPath:
         if self.channels_last != d.channels_last: out.append(f'channels-last {"on" if self.channels_last else "off"}')
         if self.exact_masks != d.exact_masks: out.append(f'exact masks {"on" if self.exact_masks else "off"}')
         if self.compile != d.compile: out.append(f'compile {"on" if self.compile else "off"}')
+        if self.sdpa_bias != d.sdpa_bias: out.append(f'SDPA-layout bias {"on" if self.sdpa_bias else "off"}')
+        if self.non_blocking != d.non_blocking: out.append(f'non-blocking copies {"on" if self.non_blocking else "off"}')
+        if self.loader_workers is not None: out.append(f'fed by its DataLoader, {self.loader_workers} worker(s)')
         return ', '.join(out) or 'as shipped'
 
 @contextlib.contextmanager
@@ -316,7 +322,8 @@ def _pretrain_cfg(spec:ModelSpec, fast:FastPath):
     return paper_config(spec.model, depth=spec.depth, input_size=spec.input_size, second_input_size=spec.second_input_size,
                         num_masking_patches=spec.num_masking_patches, min_num_patches=spec.min_num_patches,
                         batch_size=spec.batch_size, base_batch=spec.batch_size, epochs=1, warmup_epochs=0,
-                        mixed_precision='bf16' if fast.resolved_bf16() else 'no', compile=fast.compile, num_workers=0, save_every=0)
+                        mixed_precision='bf16' if fast.resolved_bf16() else 'no', compile=fast.compile,
+                        num_workers=fast.loader_workers or 0, save_every=0)
 
 # %% ../nbs/10_bench.ipynb #8b5057b5
 def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(), warmup:int=2, device=None) -> dict:
@@ -325,7 +332,7 @@ def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(
     from fastai.data.core import DataLoaders
     from fastai.optimizer import OptimWrapper
     from beit_nb.pretrain import pretrain_learner, beit_param_groups, MIMCallback
-    from beit_nb.training import Checkpointer
+    from beit_nb.training import Checkpointer, AcceleratedTraining
     device = torch.device(device or batches[0][0].device)
     cfg = _pretrain_cfg(spec, fast)
     timer = StepTimer(device)
@@ -334,12 +341,15 @@ def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(
         torch.manual_seed(0)
         learn = pretrain_learner(cfg, data=data_dir, tokenizer=tok, run_dir=run, progress=False)
         next(cb for cb in learn.cbs if isinstance(cb, MIMCallback)).channels_last = fast.channels_last
+        next(cb for cb in learn.cbs if isinstance(cb, AcceleratedTraining)).non_blocking = fast.non_blocking
+        learn.model.sdpa_bias = fast.sdpa_bias
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, Checkpointer)])   # its save comes after the timed steps
         if fast.fused_adamw:
             groups = beit_param_groups(learn.model, cfg.weight_decay, cfg.decay_mask_token_and_rel_pos)
             learn.opt = OptimWrapper(opt=torch.optim.AdamW(groups, lr=1e-4, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True))
-        dl = DataLoader(_Batches(batches), batch_size=None)
-        learn.dls = DataLoaders(dl, dl)
+        if fast.loader_workers is None:                                  # the compute alone: batches already made
+            dl = DataLoader(_Batches(batches), batch_size=None)
+            learn.dls = DataLoaders(dl, dl)
         learn.add_cbs(_ticks(timer))
         with PeakMemory(device) as pm: learn.fit(1)
     del learn; _trim()
@@ -364,6 +374,7 @@ def bare_step(spec:ModelSpec, batches, tok, fast:FastPath=FastPath(), warmup:int
     cfg = _pretrain_cfg(spec, fast); bf16 = fast.resolved_bf16()
     torch.manual_seed(0)
     model = build_model(cfg, tok.vocab_size).to(device).train()
+    model.sdpa_bias = fast.sdpa_bias
     if fast.fused_adamw:
         from beit_nb.pretrain import beit_param_groups
         opt = torch.optim.AdamW(beit_param_groups(model, cfg.weight_decay, cfg.decay_mask_token_and_rel_pos), lr=1e-4,
@@ -613,7 +624,7 @@ def run_passes(jobs:list, passes:int=1, log=print) -> dict:
 
 # %% ../nbs/10_bench.ipynb #fe946814
 def step_rows(spec:ModelSpec, data_dir, warmup:int=2, repeats:int=5, device='cpu', compile:bool=False, passes:int=1,
-              combine:bool=True, log=print) -> list[dict]:
+              combine:bool=True, loader_workers:int|None=None, log=print) -> list[dict]:
     "The training-step rows of `spec`: beit_nb's Learner, bare loop, HF + dall-e, timm floor, and the fast-path switches."
     device = torch.device(device)
     n = warmup + repeats + 1
@@ -634,15 +645,21 @@ def step_rows(spec:ModelSpec, data_dir, warmup:int=2, repeats:int=5, device='cpu
              FLOOR: 'no tokenizer, no mask'}
     toggles = []
     if spec.fast_rows:
-        toggles = [FastPath(fused_adamw=True), FastPath(bf16=not bf16), FastPath(channels_last=False), FastPath(exact_masks=False)]
+        toggles = [FastPath(fused_adamw=True), FastPath(bf16=not bf16), FastPath(channels_last=False), FastPath(exact_masks=False),
+                   FastPath(sdpa_bias=False)]
+        if device.type == 'cuda': toggles.append(FastPath(non_blocking=False))
         if compile: toggles.append(FastPath(compile=True))
         loose = make_batches(spec, n, device, exact=False)
         for f in toggles:
             jobs.append((f'beit_nb Learner, {f.describe()}', lambda f=f: learner_step(spec, batches if f.exact_masks else loose, tok,
                                                                                       data_dir, f, warmup)))
+    feeds = [FastPath(loader_workers=k) for k in dict.fromkeys([0, loader_workers]) if k is not None] if spec.fast_rows else []
+    for f in feeds:                                   # the same step fed by its own DataLoader over the JPEGs
+        jobs.append((f'beit_nb Learner, {f.describe()}', lambda f=f: learner_step(spec, batches, tok, data_dir, f, warmup, device)))
+        notes[jobs[-1][0]] = 'data loading included' + (': pinned, non-blocking' if device.type == 'cuda' else '')
     res = run_passes(jobs, passes, log)
     rows = [row(name, res[name], floor=name == FLOOR, note=notes.get(name, 'one switch')) for name, _ in jobs]
-    won = [f for f, r in zip(toggles, rows[4:]) if r['throughput'] > rows[0]['throughput']]
+    won = [f for f, r in zip(toggles, rows[4:4 + len(toggles)]) if r['throughput'] > rows[0]['throughput']]
     if combine and len(won) > 1:
         f = _merge(won)
         rows.append(row(f'beit_nb Learner, {f.describe()}', learner_step(spec, batches, tok, data_dir, f, warmup),
@@ -789,23 +806,24 @@ def profile_step(spec:ModelSpec, learner:bool=True, steps:int=4, row_limit:int=1
 SECTIONS = ('steps', 'masking', 'augmentation', 'tokenizer')
 
 def run_bench(preset:str|BenchPreset='cpu', device=None, sections=SECTIONS, compile:bool|None=None, batch:int|None=None,
-              log=print) -> dict:
+              passes:int|None=None, log=print) -> dict:
     "Measure every section of `preset` on `device` (default: the GPU if there is one) and return the result."
     if isinstance(preset, str) and preset not in PRESETS: raise ValueError(f'--preset {preset}: expected one of {", ".join(PRESETS)}')
     p = PRESETS[preset] if isinstance(preset, str) else preset
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     if batch: p = replace(p, models=[replace(m, batch_size=batch) for m in p.models])
+    if passes: p = replace(p, passes=passes)
     compile = p.compile if compile is None else compile
     bad = set(sections) - set(SECTIONS)
     if bad: raise ValueError(f'--only: unknown sections {sorted(bad)}; expected some of {", ".join(SECTIONS)}')
     t0, rows = time.time(), []
     with tempfile.TemporaryDirectory() as tmp:
-        n_files = max([m.batch_size for m in p.models] + [p.aug_images])
+        n_files = max([m.batch_size * (p.warmup + p.repeats + 1) for m in p.models] + [p.aug_images])   # the loader rows' steps
         write_jpegs(tmp, n_files, size=p.photo_size)
         if 'steps' in sections:
             for spec in p.models:
                 log(f'step: {spec.label}, batch {spec.batch_size}')
-                rows += step_rows(spec, tmp, p.warmup, p.repeats, device, compile, p.passes, p.combine, log)
+                rows += step_rows(spec, tmp, p.warmup, p.repeats, device, compile, p.passes, p.combine, p.loader_workers, log)
         if 'masking' in sections:
             log('masking'); rows += masking_rows(p.n_masks, p.repeats, 1)
         if 'augmentation' in sections:
@@ -825,6 +843,7 @@ def beit_bench(
     compile:bool=False,      # also measure torch.compile of the backbone (slow to compile on CPU)
     batch:int=None,          # override the preset's step batch size
     only:str=None,           # comma-separated sections to run: steps, masking, augmentation, tokenizer
+    passes:int=None,         # passes over the step rows, every other one reversed (the preset's: cpu 2, others 1)
 ):
     "Measure beit_nb's pretraining step and its parts against the peers; print one table, write it as txt/CSV/JSON."
     if threads: torch.set_num_threads(threads)
@@ -833,7 +852,7 @@ def beit_bench(
                  'to run the GPU sizes on the CPU anyway (very slow)')
     warnings.filterwarnings('ignore', category=UserWarning)
     sections = tuple(s.strip() for s in only.split(',')) if only else SECTIONS
-    try: result = run_bench(preset, device, sections, compile or None, batch, log=lambda s: print(s, file=sys.stderr, flush=True))
+    try: result = run_bench(preset, device, sections, compile or None, batch, passes, log=lambda s: print(s, file=sys.stderr, flush=True))
     except ValueError as e: sys.exit(f'beit-bench: {e}')
     d = write_results(result, out)
     print(format_table(result), end='')

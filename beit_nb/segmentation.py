@@ -584,7 +584,8 @@ def segment_learner(cfg:SegConfig, data=None, checkpoint=None, run_dir='runs/seg
     sampler = ResumableSampler(len(ds), accel.process_index, accel.num_processes, cfg.seed, multiple_of=cfg.batch_size * cfg.accum_steps)
     steps_per_epoch = sampler.per_rank // (cfg.batch_size * cfg.accum_steps)
     cfg = replace(cfg, epochs=math.ceil(cfg.iters / steps_per_epoch))
-    dl = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, num_workers=cfg.num_workers)
+    dl = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, num_workers=cfg.num_workers,
+                    pin_memory=accel.device.type == 'cuda')
     kw = dict(depth=cfg.depth) if cfg.depth else {}
     model, report = beit_segmentor(checkpoint, cfg.model, cfg.num_classes, cfg.crop_size, cfg.head, cfg.blocks, cfg.channels,
                                    cfg.aux_channels, cfg.aux_weight, cfg.drop_path, cfg.layer_scale, verbose=False, **kw)

@@ -195,13 +195,20 @@ def make_accelerator(cfg:TrainConfig):
 class AcceleratedTraining(Callback):
     "DDP, autocast/loss scaling, gradient accumulation and clipping through an `accelerate.Accelerator`."
     order = TrainEvalCallback.order
-    def __init__(self, accelerator, clip_grad:float|None=None, compile:bool=False):
+    def __init__(self, accelerator, clip_grad:float|None=None, compile:bool=False, non_blocking:bool=True):
         self.accel, self.clip_grad, self.compile, self.skipped, self._acc = accelerator, clip_grad, compile, False, None
+        self.non_blocking = non_blocking
 
     def before_fit(self):
         self.raw_model = self.learn.model
         model, self.learn.opt.opt = self.accel.prepare(self.learn.model, self.learn.opt.opt)
         self.learn.model = torch.compile(model) if self.compile else model
+        if self.non_blocking and self.accel.device.type == 'cuda': self.learn._set_device = self._to_device
+
+    def _to_device(self, b):
+        "fastai's batch transfer, non-blocking: from the loader's pinned memory the copy overlaps the work already queued."
+        from fastai.torch_core import to_device
+        return to_device(b, self.accel.device, non_blocking=True)
 
     def before_batch(self):
         self.skipped = False
@@ -221,6 +228,7 @@ class AcceleratedTraining(Callback):
         if self._acc is not None: self._acc.__exit__(None, None, None); self._acc = None
 
     def after_fit(self):
+        self.learn.__dict__.pop('_set_device', None)          # fastai's own transfer again
         self.learn.model = self.raw_model
         opt = self.learn.opt.opt
         self.learn.opt.opt = getattr(opt, 'optimizer', opt)    # the plain optimizer again, so that `fit` can be called again

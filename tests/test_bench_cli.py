@@ -12,7 +12,8 @@ from helpers import ROOT, console_script
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
 STEP_ROWS = ['beit_nb Learner (beit-pretrain)', 'beit_nb bare loop', 'HF BeitForMaskedImageModeling + dall-e',
              'timm Beit + linear head, all tokens (floor)', 'beit_nb Learner, fused AdamW on', 'beit_nb Learner, bf16 on',
-             'beit_nb Learner, channels-last off', 'beit_nb Learner, exact masks off']
+             'beit_nb Learner, channels-last off', 'beit_nb Learner, exact masks off', 'beit_nb Learner, SDPA-layout bias off',
+             'beit_nb Learner, fed by its DataLoader, 0 worker(s)', 'beit_nb Learner, fed by its DataLoader, 1 worker(s)']
 OTHER_ROWS = ['beit_nb MaskingGenerator.masks (one by one)', 'beit_nb MaskingGenerator.masks, exact count',
               'beit_nb MaskingGenerator.batch_masks (vectorised)', 'beit_nb MaskingGenerator.batch_masks, exact count',
               'plain Algorithm 1 (numpy, per image)', 'two-view augmentation, main process', 'DataLoader, 1 worker(s)',
