@@ -109,7 +109,13 @@ def sdpa_layout(bias:torch.Tensor, like:torch.Tensor, align:int=16, pad:bool|Non
     bias, n = bias.to(torch.get_autocast_dtype(dev) if on else like.dtype), bias.shape[-1]
     if not (dev == 'cuda' if pad is None else pad) or n % align == 0: return bias
     return torch.nn.functional.pad(bias, (0, -n % align))[..., :n]   # a view: stride(-2) is a multiple of `align`
-torch.fx.wrap('sdpa_layout')
+
+@patch
+@torch.jit.unused
+def _sdpa_bias(self:BeitForMIM, bias:torch.Tensor|None, x:torch.Tensor) -> torch.Tensor|None:
+    "The shared bias through `sdpa_layout` when `sdpa_bias` is on (not while `torch.fx` traces: timm's graph stays plain)."
+    if bias is None or not self.sdpa_bias or isinstance(x, torch.fx.Proxy): return bias
+    return sdpa_layout(bias, x)
 
 @patch
 def forward_features(self:BeitForMIM, x:torch.Tensor, bool_masked_pos:torch.Tensor|None=None) -> torch.Tensor:
@@ -120,7 +126,7 @@ def forward_features(self:BeitForMIM, x:torch.Tensor, bool_masked_pos:torch.Tens
     if self.pos_embed is not None: x = x + self.pos_embed
     x = self.pos_drop(x)
     rel_pos_bias = self.rel_pos_bias() if self.rel_pos_bias is not None else None
-    if rel_pos_bias is not None and self.sdpa_bias and not torch.jit.is_scripting(): rel_pos_bias = sdpa_layout(rel_pos_bias, x)
+    if not torch.jit.is_scripting(): rel_pos_bias = self._sdpa_bias(rel_pos_bias, x)
     for blk in self.blocks:
         if self.grad_checkpointing and not torch.jit.is_scripting(): x = checkpoint(blk, x, shared_rel_pos_bias=rel_pos_bias)
         else: x = blk(x, shared_rel_pos_bias=rel_pos_bias)
