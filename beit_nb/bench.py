@@ -18,11 +18,12 @@ from fastcore.script import call_parse
 # %% auto #0
 __all__ = ['GPU_BF16_PEAK', 'PRESETS', 'ROW_KEYS', 'MASKS_ONE', 'MASKS_BATCH', 'MASKS_PLAIN', 'LEARNER', 'BARE', 'HF', 'FLOOR',
            'IMAGENET_1K_TRAIN', 'PAPER_RUN', 'SECTIONS', 'machine_info', 'vit_macs', 'dalle_encoder_macs', 'step_flops',
-           'gpu_peak_flops', 'mfu', 'ModelSpec', 'BenchPreset', 'StepTimer', 'PeakMemory', 'make_row', 'make_batches',
-           'dalle_tokenizer', 'FastPath', 'learner_step', 'bare_step', 'hf_beit', 'hf_dalle_step', 'timm_floor',
-           'timm_floor_step', 'write_jpegs', 'algorithm1_mask', 'masking_rows', 'augmentation_rows', 'tokenizer_rows',
-           'step_flops_per_image', 'run_passes', 'step_rows', 'goals', 'machine_line', 'format_table', 'write_results',
-           'cost_model', 'paper_rate', 'cost_table', 'profile_step', 'run_bench', 'beit_bench']
+           'gpu_peak_flops', 'mfu', 'ModelSpec', 'SegSpec', 'BenchPreset', 'StepTimer', 'PeakMemory', 'make_row',
+           'make_batches', 'dalle_tokenizer', 'FastPath', 'learner_step', 'bare_step', 'hf_beit', 'hf_dalle_step',
+           'timm_floor', 'timm_floor_step', 'write_jpegs', 'algorithm1_mask', 'masking_rows', 'augmentation_rows',
+           'tokenizer_rows', 'n_windows', 'segmentation_rows', 'step_flops_per_image', 'run_passes', 'step_rows',
+           'goals', 'machine_line', 'format_table', 'write_results', 'cost_model', 'paper_rate', 'cost_table',
+           'profile_step', 'run_bench', 'beit_bench']
 
 # %% ../nbs/10_bench.ipynb #65cb320c
 def _version(dist:str) -> str:
@@ -114,6 +115,18 @@ class ModelSpec:
     batch_size: int = 128
     fast_rows: bool = True                # also measure each fast-path switch on this model
 
+@dataclass
+class SegSpec:
+    "One segmentation-inference configuration: backbone, decode-head width, sliding window, image size."
+    label: str
+    model: str = 'beit_base_patch16_224'
+    crop: int = 512
+    stride: int = 341
+    image: tuple = (512, 683)             # (H, W)
+    channels: int = 768
+    num_classes: int = 150
+    depth: int|None = None
+
 # %% ../nbs/10_bench.ipynb #6c0351ee
 @dataclass
 class BenchPreset:
@@ -132,6 +145,7 @@ class BenchPreset:
     tok_blocks: int = 2
     tok_batch: int = 8
     compile: bool = False                 # also measure torch.compile (slow to compile on CPU)
+    seg: list = field(default_factory=list)   # `SegSpec`s of the segmentation-inference rows
     passes: int = 1                       # step rows: passes over all of them, every other one reversed (noisy machines: 2)
     combine: bool = True                  # also measure every winning switch at once
 
@@ -142,12 +156,15 @@ PRESETS = {
     'smoke': BenchPreset('smoke', [ModelSpec('BEiT-tiny/8 @32, 1 block', 'beit_tiny_patch8_64_8k_vocab', 1, 32, 32, 6, 2,
                                              64, 1, 512, 4)],
                          warmup=1, repeats=2, n_masks=100, aug_images=4, aug_size=(64, 32), photo_size=96, loader_workers=1, tok_size=32,
-                         tok_n_hid=64, tok_blocks=1, tok_batch=2, combine=False),
+                         tok_n_hid=64, tok_blocks=1, tok_batch=2, combine=False,
+                         seg=[SegSpec('BEiT-tiny/8 (1 block) + UPerNet', 'beit_tiny_patch8_64_8k_vocab', 32, 21, (32, 43), 16, 6, 1)]),
     'cpu': BenchPreset('cpu', _cpu_models(), warmup=2, repeats=5, n_masks=2000, aug_images=24, loader_workers=2, tok_batch=4,
-                       passes=2),
+                       passes=2, seg=[SegSpec('demo segmentor: BEiT-tiny/8 + UPerNet', 'beit_tiny_patch8_64_8k_vocab', 64, 43, (64, 86), 64, 6)]),
     'gpu': BenchPreset('gpu', [ModelSpec('BEiT-B/16 @224'),
                                ModelSpec('BEiT-L/16 @224', 'beit_large_patch16_224_8k_vocab', fast_rows=False)],
-                       warmup=5, repeats=10, n_masks=5000, aug_images=128, loader_workers=8, tok_batch=128),
+                       warmup=5, repeats=10, n_masks=5000, aug_images=128, loader_workers=8, tok_batch=128,
+                       seg=[SegSpec('BEiT-B/16 + UPerNet'), SegSpec('BEiT-B/16 + UPerNet', crop=640, stride=426, image=(640, 853)),
+                            SegSpec('BEiT-L/16 + UPerNet', 'beit_large_patch16_224', 640, 426, (640, 853), 1024)]),
 }
 
 # %% ../nbs/10_bench.ipynb #a8fd39d0
@@ -587,6 +604,33 @@ def tokenizer_rows(size:int=112, n_hid:int=256, n_blk_per_group:int=2, batch:int
     return [mk('tokenizer fp32 (DalleTokenizer.encode)', base_rate, ref), mk('tokenizer channels-last', cl_rate, cl),
             mk('tokenizer channels-last + bf16 + inference_mode', fast_rate, fa)]
 
+# %% ../nbs/10_bench.ipynb #d4e5f079
+def n_windows(h:int, w:int, crop:int, stride:int) -> int:
+    "Sliding windows over an h×w image (mmseg's grid: the last window flush with the far edge)."
+    return (max(h - crop + stride - 1, 0) // stride + 1) * (max(w - crop + stride - 1, 0) // stride + 1)
+
+def segmentation_rows(specs:list, repeats:int=3, warmup:int=1, device='cpu') -> list[dict]:
+    "Images/s of sliding-window UPerNet inference per `SegSpec`: fp32, and on a GPU also bf16 autocast."
+    from beit_nb.segmentation import beit_segmentor, inference
+    device, rows = torch.device(device), []
+    for s in specs:
+        kw = dict(depth=s.depth) if s.depth else {}
+        torch.manual_seed(0)
+        model = beit_segmentor(None, s.model, s.num_classes, s.crop, channels=s.channels, drop_path=0., verbose=False, **kw)[0]
+        model = model.to(device).eval(); x = torch.randn(1, 3, *s.image, device=device)
+        for bf16 in ((False, True) if device.type == 'cuda' else (False,)):
+            ts = []
+            for i in range(warmup + repeats):
+                _sync(device); t = time.perf_counter()
+                with torch.inference_mode(), _autocast(device, bf16): inference(model, x, 'slide', s.crop, s.stride)
+                _sync(device); ts.append(time.perf_counter() - t)
+            rows.append(make_row('segmentation', f'{s.label}, slide {s.crop}/{s.stride}', 1 / statistics.median(ts[warmup:]),
+                                 'img/s', batch=1, step_ms=1e3 * statistics.median(ts[warmup:]), precision='bf16' if bf16 else 'fp32',
+                                 note=f'{s.image[0]}×{s.image[1]} image, {n_windows(*s.image, s.crop, s.stride)} windows, '
+                                      f'UPerNet {s.channels} ch, random weights'))
+        del model; _trim()
+    return rows
+
 # %% ../nbs/10_bench.ipynb #666d77bb
 LEARNER, BARE, HF, FLOOR = ('beit_nb Learner (beit-pretrain)', 'beit_nb bare loop', 'HF BeitForMaskedImageModeling + dall-e',
                             'timm Beit + linear head, all tokens (floor)')
@@ -722,7 +766,7 @@ def machine_line(m:dict) -> str:
 # %% ../nbs/10_bench.ipynb #2c3a555e
 def format_table(result:dict) -> str:
     "The benchmark `result` (`run_bench`'s) as a text table with the machine and the goals."
-    cols = [('row', 'row', 48), ('batch', 'batch', 5), ('throughput', 'thru', 8), ('unit', 'unit', 7), ('per_core', '/core', 6),
+    cols = [('row', 'row', 56), ('batch', 'batch', 5), ('throughput', 'thru', 8), ('unit', 'unit', 7), ('per_core', '/core', 6),
             ('step_ms', 'step ms', 8), ('tok_ms', 'tok', 7), ('fb_ms', 'fwd+bwd', 7), ('opt_ms', 'opt', 6), ('other_ms', 'other', 6),
             ('peak_mb', 'peak MB', 7), ('mfu', 'MFU', 5), ('vs', 'vs', 6), ('note', 'note', 0)]
     fmt = lambda cells: '  '.join(str(c)[:w].ljust(w) if i in (0, 3) else (str(c).rjust(w) if w else str(c))
@@ -803,7 +847,7 @@ def profile_step(spec:ModelSpec, learner:bool=True, steps:int=4, row_limit:int=1
     return prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=row_limit)
 
 # %% ../nbs/10_bench.ipynb #b38a5f7e
-SECTIONS = ('steps', 'masking', 'augmentation', 'tokenizer')
+SECTIONS = ('steps', 'masking', 'augmentation', 'tokenizer', 'segmentation')
 
 def run_bench(preset:str|BenchPreset='cpu', device=None, sections=SECTIONS, compile:bool|None=None, batch:int|None=None,
               passes:int|None=None, log=print) -> dict:
@@ -830,6 +874,8 @@ def run_bench(preset:str|BenchPreset='cpu', device=None, sections=SECTIONS, comp
             log('augmentation'); rows += augmentation_rows(tmp, p.aug_images, p.aug_size, p.loader_workers, max(2, p.repeats // 2), device)
         if 'tokenizer' in sections:
             log('tokenizer'); rows += tokenizer_rows(p.tok_size, p.tok_n_hid, p.tok_blocks, p.tok_batch, max(2, p.repeats // 2), 1, device)
+        if 'segmentation' in sections and p.seg:
+            log('segmentation'); rows += segmentation_rows(p.seg, max(2, p.repeats // 2), 1, device)
     return dict(preset=asdict(p), device=str(device), date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
                 seconds=round(time.time() - t0, 1), machine=machine_info(), rows=rows, goals=goals(rows, device.type == 'cuda'))
 
@@ -842,7 +888,7 @@ def beit_bench(
     threads:int=None,        # torch CPU threads (default: torch's choice, one per core)
     compile:bool=False,      # also measure torch.compile of the backbone (slow to compile on CPU)
     batch:int=None,          # override the preset's step batch size
-    only:str=None,           # comma-separated sections to run: steps, masking, augmentation, tokenizer
+    only:str=None,           # comma-separated sections to run: steps, masking, augmentation, tokenizer, segmentation
     passes:int=None,         # passes over the step rows, every other one reversed (the preset's: cpu 2, others 1)
 ):
     "Measure beit_nb's pretraining step and its parts against the peers; print one table, write it as txt/CSV/JSON."

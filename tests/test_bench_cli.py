@@ -17,7 +17,8 @@ STEP_ROWS = ['beit_nb Learner (beit-pretrain)', 'beit_nb bare loop', 'HF BeitFor
 OTHER_ROWS = ['beit_nb MaskingGenerator.masks (one by one)', 'beit_nb MaskingGenerator.masks, exact count',
               'beit_nb MaskingGenerator.batch_masks (vectorised)', 'beit_nb MaskingGenerator.batch_masks, exact count',
               'plain Algorithm 1 (numpy, per image)', 'two-view augmentation, main process', 'DataLoader, 1 worker(s)',
-              'tokenizer fp32 (DalleTokenizer.encode)', 'tokenizer channels-last', 'tokenizer channels-last + bf16 + inference_mode']
+              'tokenizer fp32 (DalleTokenizer.encode)', 'tokenizer channels-last', 'tokenizer channels-last + bf16 + inference_mode',
+              'BEiT-tiny/8 (1 block) + UPerNet, slide 32/21']
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
@@ -45,7 +46,7 @@ def test_csv_has_every_row(run):
     for x in steps:
         for k in ('step_ms', 'fb_ms', 'opt_ms', 'peak_mb'): assert float(x[k]) >= 0, (x['row'], k)
         assert x['precision'] in ('fp32', 'bf16')
-    assert {x['section'] for x in rows} >= {'masking', 'augmentation', 'tokenizer'}
+    assert {x['section'] for x in rows} >= {'masking', 'augmentation', 'tokenizer', 'segmentation'}
 
 def test_json_names_the_machine(run):
     _, out = run
