@@ -651,8 +651,9 @@ def _merge(fs:list) -> FastPath:
     return out
 
 # %% ../nbs/10_bench.ipynb #f0d9c641
-def run_passes(jobs:list, passes:int=1, log=print) -> dict:
+def run_passes(jobs:list, passes:int=1, log=print, warm:bool=True) -> dict:
     "Run `jobs` `[(name, fn)]` `passes` times, every other pass in reverse order (ABBA: a drifting load hits all alike); combine per name."
+    if warm and jobs: jobs[0][1]()                  # untimed: the process's first job pays for lazy imports, kernel caches, arenas
     got = {}
     for p in range(passes):
         for name, fn in (jobs if p % 2 == 0 else jobs[::-1]):
