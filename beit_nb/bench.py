@@ -652,7 +652,7 @@ def _merge(fs:list) -> FastPath:
 
 # %% ../nbs/10_bench.ipynb #f0d9c641
 def run_passes(jobs:list, passes:int=1, log=print, warm:bool=True) -> dict:
-    "Run `jobs` `[(name, fn)]` `passes` times, every other pass in reverse order (ABBA: a drifting load hits all alike); combine per name."
+    "Run `jobs` `[(name, fn)]` `passes` times, every other pass in reverse order (ABBA); per name keep the fastest pass."
     if warm and jobs: jobs[0][1]()                  # untimed: the process's first job pays for lazy imports, kernel caches, arenas
     got = {}
     for p in range(passes):
@@ -660,10 +660,8 @@ def run_passes(jobs:list, passes:int=1, log=print, warm:bool=True) -> dict:
             got.setdefault(name, []).append(fn())
             log(f'  {name}: {got[name][-1]["step_ms"]:.1f} ms/step')
     out = {}
-    for name, rs in got.items():
-        out[name] = dict(rs[0])
-        for k in ('step_ms', 'tok_ms', 'fb_ms', 'opt_ms', 'other_ms'):
-            if all(r.get(k) is not None for r in rs): out[name][k] = statistics.median(r[k] for r in rs)
+    for name, rs in got.items():                    # other jobs on the machine only ever add time: the fastest pass is the
+        out[name] = dict(min(rs, key=lambda r: r['step_ms']))   # closest to the step's own cost (timeit's advice), phases with it
         out[name]['peak_mb'] = max(r['peak_mb'] for r in rs)
     return out
 
