@@ -430,26 +430,30 @@ def hf_beit(spec:ModelSpec, drop_path:float=0.1):
                      layer_norm_eps=1e-6)
     return BeitForMaskedImageModeling(cfg)
 
-def hf_dalle_step(spec:ModelSpec, batches, tok, bf16:bool=False, warmup:int=2, device=None) -> dict:
-    "Time transformers' BEiT + the bare `dall-e` encoder on `batches`."
-    import dall_e
+def _peer_loop(model, batches, labels_of, loss_of, device, bf16:bool, warmup:int) -> dict:
+    "A peer's timed step: `labels_of(batch)` (fp32, ticks 'tok'), `loss_of(batch, labels)` under autocast, backward, clip, AdamW."
     from timm.optim import param_groups_weight_decay
-    device = torch.device(device or batches[0][0].device)
-    torch.manual_seed(0)
-    model = hf_beit(spec).to(device).train()
     opt = torch.optim.AdamW(param_groups_weight_decay(model, 0.05), lr=1e-4)
-    enc = tok.encoder.to(device)
     def step(b, timer):
-        v1, v2, m = b[0], b[1], b[2].flatten(1)
-        with torch.no_grad(): labels = enc(dall_e.map_pixels(v2)).argmax(1).flatten(1)[m]
-        timer.mark('tok')
-        with _autocast(device, bf16): loss = model(pixel_values=v1, bool_masked_pos=m, labels=labels).loss
+        labels = labels_of(b); timer.mark('tok')
+        with _autocast(device, bf16): loss = loss_of(b, labels)
         loss.backward(); timer.mark('fb')
         nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         opt.step(); opt.zero_grad(set_to_none=True); timer.mark('opt')
     out = _timed_loop(step, batches, device, warmup)
-    del model, opt; _trim()
+    del opt; _trim()
     return dict(out, precision='bf16' if bf16 else 'fp32')
+
+def hf_dalle_step(spec:ModelSpec, batches, tok, bf16:bool=False, warmup:int=2, device=None) -> dict:
+    "Time transformers' BEiT + the bare `dall-e` encoder on `batches`."
+    import dall_e
+    device = torch.device(device or batches[0][0].device)
+    torch.manual_seed(0)
+    model, enc = hf_beit(spec).to(device).train(), tok.encoder.to(device)
+    @torch.no_grad()
+    def labels_of(b): return enc(dall_e.map_pixels(b[1])).argmax(1).flatten(1)[b[2].flatten(1)]
+    def loss_of(b, labels): return model(pixel_values=b[0], bool_masked_pos=b[2].flatten(1), labels=labels).loss
+    return _peer_loop(model, batches, labels_of, loss_of, device, bf16, warmup)
 
 # %% ../nbs/10_bench.ipynb #e894b752
 def timm_floor(spec:ModelSpec, drop_path:float=0.1) -> nn.Module:
@@ -468,22 +472,12 @@ def timm_floor(spec:ModelSpec, drop_path:float=0.1) -> nn.Module:
     return Floor()
 
 def timm_floor_step(spec:ModelSpec, batches, bf16:bool=False, warmup:int=2, device=None) -> dict:
-    "Time the floor on `batches` (their all-token labels)."
-    from timm.optim import param_groups_weight_decay
+    "Time the floor on `batches` (their all-token labels; no tokenizer, so its phase is empty)."
     device = torch.device(device or batches[0][0].device)
     torch.manual_seed(0)
     model = timm_floor(spec).to(device).train()
-    opt = torch.optim.AdamW(param_groups_weight_decay(model, 0.05), lr=1e-4)
-    def step(b, timer):
-        v1, labels = b[0], b[3]
-        timer.mark('tok')
-        with _autocast(device, bf16): loss = F.cross_entropy(model(v1).flatten(0, 1).float(), labels.flatten())
-        loss.backward(); timer.mark('fb')
-        nn.utils.clip_grad_norm_(model.parameters(), 3.0)
-        opt.step(); opt.zero_grad(set_to_none=True); timer.mark('opt')
-    out = _timed_loop(step, batches, device, warmup)
-    del model, opt; _trim()
-    return dict(out, precision='bf16' if bf16 else 'fp32')
+    def loss_of(b, labels): return F.cross_entropy(model(b[0]).flatten(0, 1).float(), labels.flatten())
+    return _peer_loop(model, batches, lambda b: b[3], loss_of, device, bf16, warmup)
 
 # %% ../nbs/10_bench.ipynb #87505e70
 def write_jpegs(folder, n:int, quality:int=90, size:int|None=None) -> list[Path]:

@@ -310,8 +310,7 @@ FINETUNE_PRESETS = {   # the official README's commands (8 GPUs); lr quoted at t
 
 def finetune_preset(name:str='base-pt22k', **kw) -> FinetuneConfig:
     "The README's recipe `name` (one of `FINETUNE_PRESETS`), with any field overridden by `kw`."
-    if name not in FINETUNE_PRESETS: raise ValueError(f'--preset {name}: unknown; available: {", ".join(FINETUNE_PRESETS)}')
-    return FinetuneConfig(**{**FINETUNE_PRESETS[name], **kw})
+    return FinetuneConfig.from_preset(FINETUNE_PRESETS, name, **kw)
 
 def demo_finetune_config(**kw) -> FinetuneConfig:
     "The recipe on the bundled demo folders: tiny BEiT, 64 px, 6 classes, CPU-sized, no Mixup/CutMix."

@@ -476,8 +476,7 @@ SEG_PRESETS = {   # the official ADE20K configs (upernet_beit_*_slide_160k_ade20
 
 def seg_preset(name:str='base-512-pt', **kw) -> SegConfig:
     "The official recipe `name` (one of `SEG_PRESETS`), any field overridden by `kw`."
-    if name not in SEG_PRESETS: raise ValueError(f'--preset {name}: unknown; available: {", ".join(SEG_PRESETS)}')
-    return SegConfig(**{**SEG_PRESETS[name], **kw})
+    return SegConfig.from_preset(SEG_PRESETS, name, **kw)
 
 def demo_seg_config(**kw) -> SegConfig:
     "The recipe on the demo scenes: tiny BEiT, 64 px crops, 6 shape classes (background = ADE20K's label 0, ignored), CPU-sized."

@@ -56,6 +56,12 @@ class TrainConfig:
 
     def _bad(self, f, want): raise ValueError(f'{type(self).__name__}: {f} must be {want}, got {getattr(self, f)!r}')
 
+    @classmethod
+    def from_preset(cls, presets:dict, name:str, **kw):
+        "The recipe `name` of `presets` (field values by name), any field overridden by `kw`; an unknown name lists the known ones."
+        if name not in presets: raise ValueError(f'--preset {name}: unknown; available: {", ".join(presets)}')
+        return cls(**{**presets[name], **kw})
+
     def __post_init__(self):
         for f in ('epochs', 'batch_size', 'accum_steps', 'base_batch'):
             v = getattr(self, f)
