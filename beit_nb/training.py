@@ -423,7 +423,7 @@ def batch_correct(learn) -> tuple[float, int]:
     else:
         hit, ignore = pred.argmax(1) == labels, getattr(getattr(learn, 'loss_func', None), 'ignore_index', None)
         if ignore is None: c = (hit.sum().item(), labels.numel())
-        else: keep = labels != ignore; c = ((hit & keep).sum().item(), keep.sum().item())
+        else: keep = labels != ignore; c = tuple(torch.stack(((hit & keep).sum(), keep.sum())).tolist())   # one sync
     learn._correct_memo = (weakref.ref(pred), weakref.ref(labels), c)
     return c
 
