@@ -26,7 +26,7 @@ from .tokenizer import load_tokenizer, DalleTokenizer
 from .checkpoint import load_beit_checkpoint, read_checkpoint, to_timm
 from .mim import reconstruct
 from .attention import (get_attention, attention_modules, query_map, overlay, square_image, patch_grid,
-                               model_input_size, model_mean_std, _box, _as_pil)
+                               model_input_size, model_mean_std, draw_patch_box, as_pil_image)
 
 # %% auto #0
 __all__ = ['HEAD_CHOICES', 'DEFAULT_MODEL', 'image_input', 'Explorer', 'example_images', 'build_app', 'serve', 'find_run_files',
@@ -164,7 +164,7 @@ class Explorer:
         rgb = self.picture(image)
         m = self.make_mask(mask_type, mask_ratio, min_block, seed)
         # the tokenizer's view of the same crop, Lanczos from the full image as in training (00_data's evaluation path)
-        tok_img = tokenizer_transform(self.tokenizer)(_as_pil(_need_image(image)))[None].to(self.device)
+        tok_img = tokenizer_transform(self.tokenizer)(as_pil_image(_need_image(image)))[None].to(self.device)
         with self.lock, torch.no_grad():
             r = reconstruct(self.model, self.tokenizer, self.model_input(rgb), tok_img, torch.from_numpy(m)[None].to(self.device))
         o, t, p = (_up(_to_uint8(r[k][0]), self.view) for k in ('original', 'tokenizer_recon', 'mim_recon'))
@@ -198,7 +198,7 @@ class Explorer:
         a = self.attention_maps(rgb)
         amap = query_map(a, row, col, layer, int(h) if h.isdigit() else h)
         big = _up(rgb, self.view)
-        q = _box(big.copy(), row, col, self.grid, width=max(1, self.view // 128))
+        q = draw_patch_box(big.copy(), row, col, self.grid, width=max(1, self.view // 128))
         what = {'mean': 'mean over heads', 'rollout': f'attention rollout through layers 0–{layer % L}'}.get(h, f'head {h}')
         cls = float(a[layer, 0, :, 1 + row * self.grid[1] + col, 0].mean()) if h != 'rollout' else None
         txt = (f'Query patch (row {row}, col {col}) · layer {layer % L} · {what}'

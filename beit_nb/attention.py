@@ -14,12 +14,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from .data import to_rgb, eval_transform, eval_picture
+from .data import to_rgb, eval_transform, eval_picture, eval_mode
 
 # %% auto #0
 __all__ = ['attention_modules', 'AttentionRecorder', 'attention_maps', 'get_attention', 'patch_grid', 'model_input_size',
-           'model_mean_std', 'square_image', 'prepare_image', 'attention_rollout', 'query_map', 'attention_distance',
-           'upsample_map', 'overlay', 'plot_query_maps', 'plot_heads', 'plot_attention_distance', 'attention_explorer']
+           'model_mean_std', 'as_pil_image', 'square_image', 'prepare_image', 'attention_rollout', 'query_map',
+           'attention_distance', 'upsample_map', 'draw_patch_box', 'overlay', 'plot_query_maps', 'plot_heads',
+           'plot_attention_distance', 'attention_explorer']
 
 # %% ../nbs/08_attention.ipynb #1d642ccb
 def attention_modules(model:nn.Module) -> list[nn.Module]:
@@ -75,11 +76,7 @@ def get_attention(model:nn.Module, images:torch.Tensor, bool_masked_pos=None) ->
     "Attention probabilities `[L, B, heads, T, T]` of `model` (eval mode, no grad) on normalized `images` `[B,3,H,W]`."
     if not (isinstance(images, torch.Tensor) and images.ndim == 4):
         raise ValueError(f'get_attention: images must be a float tensor [B,3,H,W], got {getattr(images, "shape", type(images))}')
-    was_training = model.training
-    model.eval()
-    try:
-        with attention_maps(model) as rec: _features(model, images, bool_masked_pos)
-    finally: model.train(was_training)
+    with eval_mode(model), attention_maps(model) as rec: _features(model, images, bool_masked_pos)
     return rec.attn
 
 # %% ../nbs/08_attention.ipynb #8ed314dd
@@ -96,7 +93,8 @@ def model_mean_std(model:nn.Module) -> tuple[tuple, tuple]:
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     return tuple(cfg.get('mean', (0.5, 0.5, 0.5))), tuple(cfg.get('std', (0.5, 0.5, 0.5)))
 
-def _as_pil(img) -> Image.Image:
+def as_pil_image(img) -> Image.Image:
+    "Any image — PIL (any mode), numpy `[H,W]`/`[H,W,C]`/`[C,H,W]` (uint8, or floats in [0,1]), a tensor — as an RGB PIL image."
     if isinstance(img, Image.Image): return to_rgb(img)
     if isinstance(img, torch.Tensor): img = img.detach().cpu().numpy()
     if isinstance(img, np.ndarray):
@@ -104,21 +102,21 @@ def _as_pil(img) -> Image.Image:
         if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4): a = a.transpose(1, 2, 0)   # CHW
         if a.ndim == 3 and a.shape[-1] == 1: a = a[..., 0]
         if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or min(a.shape[:2]) < 1:
-            raise ValueError(f'prepare_image: expected an image array [H,W], [H,W,3] or [H,W,4], got shape {img.shape}')
+            raise ValueError(f'as_pil_image: expected an image array [H,W], [H,W,3] or [H,W,4], got shape {img.shape}')
         if a.dtype != np.uint8:
             a = a.astype(np.float64)
             a = a * 255 if a.size and a.min() >= 0 and a.max() <= 1 else a
             a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         return to_rgb(Image.fromarray(a))
-    raise ValueError(f'prepare_image: expected a PIL image, numpy array or tensor, got {type(img).__name__}')
+    raise ValueError(f'as_pil_image: expected a PIL image, numpy array or tensor, got {type(img).__name__}')
 
 def square_image(img, size:int) -> np.ndarray:
     "Any image (PIL, numpy HW/HWC/CHW, any mode) → the centre square the model sees, uint8 RGB `[size, size, 3]`."
-    return eval_picture(_as_pil(img), eval_transform(size))
+    return eval_picture(as_pil_image(img), eval_transform(size))
 
 def prepare_image(img, size:int, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> tuple[torch.Tensor, np.ndarray]:
     "`(x, rgb)`: the model input `[1,3,size,size]` (00_data's evaluation path) and the uint8 RGB picture it was made from."
-    im, t = _as_pil(img), eval_transform(size, mean, std)
+    im, t = as_pil_image(img), eval_transform(size, mean, std)
     return t(im)[None], eval_picture(im, t)
 
 # %% ../nbs/08_attention.ipynb #51f2b5f7
@@ -176,7 +174,8 @@ def upsample_map(amap, size:int) -> np.ndarray:
     t = torch.as_tensor(np.asarray(amap, dtype=np.float32))[None, None]
     return F.interpolate(t, size=(size, size), mode='bilinear', align_corners=False)[0, 0].numpy()
 
-def _box(img:np.ndarray, row:int, col:int, grid, color=(0, 255, 255), width:int=1) -> np.ndarray:
+def draw_patch_box(img:np.ndarray, row:int, col:int, grid, color=(0, 255, 255), width:int=1) -> np.ndarray:
+    "Outline patch `(row, col)` of a `grid` `(rows, cols)` on the square uint8 image `img` `[S,S,3]`, in place; returns `img`."
     S = img.shape[0]; gh, gw = grid
     t, b = round(row * S / gh), round((row + 1) * S / gh) - 1
     l, r = round(col * S / gw), round((col + 1) * S / gw) - 1
@@ -199,7 +198,7 @@ def overlay(image:np.ndarray, amap, alpha:float=0.65, cmap:str='inferno', query=
     heat = matplotlib.colormaps[cmap](m)[..., :3] * 255
     out = (alpha * heat + (1 - alpha) * 0.6 * img).round().clip(0, 255).astype(np.uint8)
     if query is not None and query[0] is not None:
-        out = _box(out, *query, a.shape, color=box_color, width=max(1, S // 128))
+        out = draw_patch_box(out, *query, a.shape, color=box_color, width=max(1, S // 128))
     return out
 
 # %% ../nbs/08_attention.ipynb #8fbc688d
@@ -278,7 +277,7 @@ def attention_explorer(model:nn.Module, images:dict, figsize=(7, 3.4)):
         h = int(head) if head.isdigit() else head
         box.last = dict(image=name, layer=layer, head=h, query=(row, col), map=query_map(attn, row, col, layer, h))
         fig, axs = plt.subplots(1, 2, figsize=figsize)
-        axs[0].imshow(_box(rgb.copy(), row, col, (gh, gw), width=max(1, size // 128))); axs[0].set_title(name, fontsize=9)
+        axs[0].imshow(draw_patch_box(rgb.copy(), row, col, (gh, gw), width=max(1, size // 128))); axs[0].set_title(name, fontsize=9)
         axs[1].imshow(overlay(rgb, query_map(attn, row, col, layer, h), query=(row, col)))
         axs[1].set_title(f'layer {layer}, head {head}, query ({row},{col})', fontsize=9)
         for ax in axs: ax.axis('off')

@@ -77,7 +77,9 @@ class BeitForMIM(Beit):
             m.reset_parameters()                       # timm's: layer scale → init_values, q/v biases and bias tables → 0
 
     @torch.jit.ignore
-    def no_weight_decay(self): return super().no_weight_decay() | {'mask_token'}
+    def no_weight_decay(self) -> set:
+        "The official pretraining model's exemption from weight decay (unilm `VisionTransformerForMaskedImageModeling`); 1-D params and biases are exempt anyway."
+        return {'pos_embed', 'cls_token'}        # timm's `Beit` adds the bias tables; the official code decays them and the mask token
 
 # %% ../nbs/03_backbone.ipynb #2dd99376
 @patch
@@ -172,6 +174,7 @@ MIM_CONFIGS = {
 def _mim_cfg(img_size=224, **kwargs) -> dict:
     h, w = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     return dict(url='', num_classes=0, input_size=(3, h, w), pool_size=None, crop_pct=1.0, interpolation='bicubic',
+                fixed_input_size=True,   # as timm's beit configs: the patch grid and bias tables are built for this size
                 mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), first_conv='patch_embed.proj', classifier='head',
                 license='mit', **kwargs)
 

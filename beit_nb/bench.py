@@ -19,8 +19,8 @@ from fastcore.script import call_parse
 __all__ = ['GPU_BF16_PEAK', 'PRESETS', 'ROW_KEYS', 'MASKS_ONE', 'MASKS_BATCH', 'MASKS_PLAIN', 'LEARNER', 'BARE', 'HF', 'FLOOR',
            'IMAGENET_1K_TRAIN', 'PAPER_RUN', 'SECTIONS', 'machine_info', 'vit_macs', 'dalle_encoder_macs', 'step_flops',
            'gpu_peak_flops', 'mfu', 'ModelSpec', 'SegSpec', 'BenchPreset', 'StepTimer', 'PeakMemory', 'make_row',
-           'make_batches', 'dalle_tokenizer', 'FastPath', 'learner_step', 'bare_step', 'hf_beit', 'hf_dalle_step',
-           'timm_floor', 'timm_floor_step', 'write_jpegs', 'algorithm1_mask', 'masking_rows', 'augmentation_rows',
+           'make_batches', 'random_dalle_tokenizer', 'FastPath', 'learner_step', 'bare_step', 'hf_beit',
+           'hf_dalle_step', 'timm_floor', 'timm_floor_step', 'write_jpegs', 'masking_rows', 'augmentation_rows',
            'tokenizer_rows', 'n_windows', 'segmentation_rows', 'step_flops_per_image', 'run_passes', 'step_rows',
            'goals', 'machine_line', 'format_table', 'write_results', 'cost_model', 'paper_rate', 'cost_table',
            'profile_step', 'run_bench', 'beit_bench']
@@ -260,7 +260,7 @@ def make_batches(spec:ModelSpec, n:int, device='cpu', exact:bool=True, seed:int=
                     torch.from_numpy(gen.masks(B)).to(device), torch.randint(0, spec.vocab_size, (B, g * g)).to(device)))
     return out
 
-def dalle_tokenizer(spec_or_size, n_hid:int=256, n_blk_per_group:int=2, vocab_size:int=8192, device='cpu', seed:int=0):
+def random_dalle_tokenizer(spec_or_size, n_hid:int=256, n_blk_per_group:int=2, vocab_size:int=8192, device='cpu', seed:int=0):
     "A random-weight DALL-E encoder of this size in beit_nb's `DalleTokenizer` (a small decoder: decoding is never timed)."
     import dall_e
     from beit_nb.tokenizer import DalleTokenizer
@@ -335,8 +335,8 @@ class _Batches(Dataset):
     def __getitem__(self, i): return self.batches[i]
 
 def _pretrain_cfg(spec:ModelSpec, fast:FastPath):
-    from beit_nb.pretrain import paper_config
-    return paper_config(spec.model, depth=spec.depth, input_size=spec.input_size, second_input_size=spec.second_input_size,
+    from beit_nb.pretrain import PretrainConfig
+    return PretrainConfig(model_name=spec.model, depth=spec.depth, input_size=spec.input_size, second_input_size=spec.second_input_size,
                         num_masking_patches=spec.num_masking_patches, min_num_patches=spec.min_num_patches,
                         batch_size=spec.batch_size, base_batch=spec.batch_size, epochs=1, warmup_epochs=0,
                         mixed_precision='bf16' if fast.resolved_bf16() else 'no', compile=fast.compile,
@@ -348,7 +348,8 @@ def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(
     import io
     from fastai.data.core import DataLoaders
     from fastai.optimizer import OptimWrapper
-    from beit_nb.pretrain import pretrain_learner, beit_param_groups, MIMCallback
+    from beit_nb.pretrain import pretrain_learner, pretrain_no_decay, MIMCallback
+    from beit_nb.recipe import make_adamw
     from beit_nb.training import Checkpointer, AcceleratedTraining
     device = torch.device(device or batches[0][0].device)
     cfg = _pretrain_cfg(spec, fast)
@@ -362,8 +363,7 @@ def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(
         learn.model.sdpa_bias = fast.sdpa_bias
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, Checkpointer)])   # its save comes after the timed steps
         if fast.fused_adamw:
-            groups = beit_param_groups(learn.model, cfg.weight_decay, cfg.decay_mask_token_and_rel_pos)
-            learn.opt = OptimWrapper(opt=torch.optim.AdamW(groups, lr=1e-4, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True))
+            learn.opt = OptimWrapper(opt=make_adamw(learn.model, cfg, 1e-4, pretrain_no_decay(learn.model, cfg), fused=True))
         if fast.loader_workers is None:                                  # the compute alone: batches already made
             dl = DataLoader(_Batches(batches), batch_size=None)
             learn.dls = DataLoaders(dl, dl)
@@ -385,18 +385,15 @@ def _timed_loop(step, batches, device, warmup) -> dict:
 
 def bare_step(spec:ModelSpec, batches, tok, fast:FastPath=FastPath(), warmup:int=2, device=None) -> dict:
     "Time beit_nb's model, tokenizer and optimizer in a bare loop (no Learner, no accelerate)."
-    from beit_nb.pretrain import build_model, beit_adamw
+    from beit_nb.pretrain import build_model, pretrain_no_decay
+    from beit_nb.recipe import make_adamw
     from beit_nb.mim import mim_labels, mim_loss
     device = torch.device(device or batches[0][0].device)
     cfg = _pretrain_cfg(spec, fast); bf16 = fast.resolved_bf16()
     torch.manual_seed(0)
     model = build_model(cfg, tok.vocab_size).to(device).train()
     model.sdpa_bias = fast.sdpa_bias
-    if fast.fused_adamw:
-        from beit_nb.pretrain import beit_param_groups
-        opt = torch.optim.AdamW(beit_param_groups(model, cfg.weight_decay, cfg.decay_mask_token_and_rel_pos), lr=1e-4,
-                                betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=True)
-    else: opt = beit_adamw(model, cfg, 1e-4)
+    opt = make_adamw(model, cfg, 1e-4, pretrain_no_decay(model, cfg), fused=True if fast.fused_adamw else None)
     fwd = torch.compile(model) if fast.compile else model
     tok.to(device).eval()
     def step(b, timer):
@@ -483,36 +480,13 @@ def timm_floor_step(spec:ModelSpec, batches, bf16:bool=False, warmup:int=2, devi
 def write_jpegs(folder, n:int, quality:int=90, size:int|None=None) -> list[Path]:
     "`n` JPEG files in `folder`, cycling through scikit-image's sample photos (centre-cropped to `size` px if given)."
     from PIL import Image
-    from beit_nb.synthetic import sample_photos, _PHOTOS
+    from beit_nb.synthetic import sample_photos, PHOTO_NAMES
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    photos = list(sample_photos(size, names=_PHOTOS[:max(1, min(n, len(_PHOTOS)))]).items()); out = []
+    photos = list(sample_photos(size, names=PHOTO_NAMES[:max(1, min(n, len(PHOTO_NAMES)))]).items()); out = []
     for i in range(n):
         name, a = photos[i % len(photos)]
         p = folder / f'{i:05d}_{name}.jpg'; Image.fromarray(a).save(p, quality=quality); out.append(p)
     return out
-
-# %% ../nbs/10_bench.ipynb #9e00d678
-def algorithm1_mask(height:int=14, width:int=14, num_masking_patches:int=75, min_num_patches:int=16,
-                    min_aspect:float=0.3, rnd=random) -> np.ndarray:
-    "One blockwise mask, Algorithm 1 of the BEiT paper written plainly (per image, numpy, Python's `random`)."
-    mask = np.zeros((height, width), dtype=bool)
-    log_r = (math.log(min_aspect), math.log(1 / min_aspect))
-    count = 0
-    while count < num_masking_patches:
-        remaining, added = num_masking_patches - count, 0
-        for _ in range(10):
-            s = rnd.uniform(min_num_patches, remaining)
-            r = math.exp(rnd.uniform(*log_r))
-            a, b = int(round(math.sqrt(s * r))), int(round(math.sqrt(s / r)))
-            if a < height and b < width:
-                t, l = rnd.randint(0, height - a), rnd.randint(0, width - b)
-                new = a * b - int(mask[t:t + a, l:l + b].sum())
-                if 0 < new <= remaining:
-                    mask[t:t + a, l:l + b] = True; added = new
-                    break
-        if not added: break
-        count += added
-    return mask
 
 # %% ../nbs/10_bench.ipynb #bdb83c6c
 MASKS_ONE, MASKS_BATCH, MASKS_PLAIN = ('beit_nb MaskingGenerator.masks (one by one)', 'beit_nb MaskingGenerator.batch_masks (vectorised)',
@@ -520,7 +494,7 @@ MASKS_ONE, MASKS_BATCH, MASKS_PLAIN = ('beit_nb MaskingGenerator.masks (one by o
 
 def masking_rows(n:int, repeats:int=5, warmup:int=1) -> list[dict]:
     "Masks/s of beit_nb's generator (one by one and vectorised; Algorithm 1 as published and exact-count) and of the plain transcription."
-    from beit_nb.masking import MaskingGenerator
+    from beit_nb.masking import MaskingGenerator, algorithm1_mask
     rnd = random.Random(0)
     g, ge = MaskingGenerator(14, 75, 16, seed=0), MaskingGenerator(14, 75, 16, exact=True, seed=0)
     cands = [(MASKS_ONE, lambda: g.masks(n)), ('beit_nb MaskingGenerator.masks, exact count', lambda: ge.masks(n)),
@@ -576,7 +550,7 @@ def tokenizer_rows(size:int=112, n_hid:int=256, n_blk_per_group:int=2, batch:int
                    device='cpu') -> list[dict]:
     "Images/s of the DALL-E encoder's labels: fp32, channels-last, and channels-last + bf16 + inference_mode; label agreement."
     from beit_nb.synthetic import sample_photos
-    tok = dalle_tokenizer(size, n_hid, n_blk_per_group, 8192, device=device)
+    tok = random_dalle_tokenizer(size, n_hid, n_blk_per_group, 8192, device=device)
     photos = list(sample_photos(size).values())
     x = torch.stack([torch.from_numpy(np.array(photos[i % len(photos)])).permute(2, 0, 1).float() / 255 for i in range(batch)]).to(device)
     def run(f):
@@ -605,7 +579,7 @@ def n_windows(h:int, w:int, crop:int, stride:int) -> int:
 
 def segmentation_rows(specs:list, repeats:int=3, warmup:int=1, device='cpu') -> list[dict]:
     "Images/s of sliding-window UPerNet inference per `SegSpec`: fp32, and on a GPU also bf16 autocast."
-    from beit_nb.segmentation import beit_segmentor, inference
+    from beit_nb.seg_model import beit_segmentor, inference
     device, rows = torch.device(device), []
     for s in specs:
         kw = dict(depth=s.depth) if s.depth else {}
@@ -665,7 +639,7 @@ def step_rows(spec:ModelSpec, data_dir, warmup:int=2, repeats:int=5, device='cpu
     "The training-step rows of `spec`: beit_nb's Learner, bare loop, HF + dall-e, timm floor, and the fast-path switches."
     device = torch.device(device)
     n = warmup + repeats + 1
-    batches, tok = make_batches(spec, n, device), dalle_tokenizer(spec, device=device)
+    batches, tok = make_batches(spec, n, device), random_dalle_tokenizer(spec, device=device)
     bf16 = FastPath().resolved_bf16()
     peak = gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
     title = f'{spec.label}, batch {spec.batch_size}'
@@ -832,7 +806,7 @@ def profile_step(spec:ModelSpec, learner:bool=True, steps:int=4, row_limit:int=1
     from torch.profiler import profile, ProfilerActivity
     with tempfile.TemporaryDirectory() as tmp:
         write_jpegs(tmp, spec.batch_size, size=96)
-        batches, tok = make_batches(spec, steps + 2, device), dalle_tokenizer(spec, device=device)
+        batches, tok = make_batches(spec, steps + 2, device), random_dalle_tokenizer(spec, device=device)
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == 'cuda' else [])
         with profile(activities=acts) as prof:
             if learner: learner_step(spec, batches, tok, tmp, FastPath(), 1)

@@ -20,7 +20,7 @@ from timm.layers.interpolate import RegularGridInterpolator
 # %% auto #0
 __all__ = ['LAYOUTS', 'HF_BLOCK_KEYS', 'HF_QKV', 'HF_KEY_BIAS', 'HF_BLOCK_PREFIX', 'HF_MODEL_KEYS', 'HF_HEAD_KEYS',
            'HF_DEFAULT_EPS', 'RESIZE_MODES', 'detect_layout', 'hf_to_timm', 'timm_to_hf', 'to_timm', 'read_checkpoint',
-           'resize_pos_embed', 'table_offsets', 'resize_rel_pos_table', 'adapt_state_dict', 'LoadResult',
+           'table_grid', 'resize_pos_embed', 'table_offsets', 'resize_rel_pos_table', 'adapt_state_dict', 'LoadResult',
            'get_layer_norm_eps', 'set_layer_norm_eps', 'load_beit_checkpoint', 'save_beit_checkpoint', 'hf_config',
            'export_hf']
 
@@ -230,7 +230,7 @@ def _square_grid(n:int, what:str):
     if s * s != n: raise ValueError(f'{what} with {n} positions does not come from a square grid; pass src_grid_size=(h, w)')
     return (s, s)
 
-def _table_grid(n:int):
+def table_grid(n:int):
     "Window (h, w) of a square relative position table with `n` rows, or None."
     s = round(max(n - 3, 0) ** 0.5)
     return ((s + 1) // 2,) * 2 if s * s == n - 3 and s % 2 == 1 else None
@@ -272,7 +272,7 @@ def resize_rel_pos_table(table:torch.Tensor, new_grid, old_grid=None, mode:str='
     if mode not in RESIZE_MODES: raise ValueError(f"mode: expected one of {RESIZE_MODES}, got {mode!r}")
     new_grid = tuple(new_grid)
     if old_grid is None:
-        old_grid = _table_grid(table.shape[0])
+        old_grid = table_grid(table.shape[0])
         if old_grid is None: raise ValueError(f'a relative position table with {table.shape[0]} rows does not come from a '
                                               f'square window; pass src_grid_size=(h, w)')
     (h, w), (H, W) = old_grid, new_grid

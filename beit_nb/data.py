@@ -7,6 +7,7 @@ Docs: https://beit-nb.github.io/beit_nb/data.html.md"""
 # %% ../nbs/00_data.ipynb #4aad6af5
 from __future__ import annotations
 import json, math, os, shutil, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -18,9 +19,9 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
 
 # %% auto #0
-__all__ = ['IMG_EXTENSIONS', 'to_rgb', 'load_image', 'UnlabeledImageFolder', 'class_folders', 'ImageFolderDataset',
-           'input_mean_std', 'BeitPretrainTransform', 'eval_transform', 'model_transform', 'tokenizer_transform',
-           'eval_picture']
+__all__ = ['IMG_EXTENSIONS', 'to_rgb', 'load_image', 'scan_images', 'ImageFiles', 'check_root', 'UnlabeledImageFolder',
+           'class_folders', 'ImageFolderDataset', 'input_mean_std', 'check_crop_scale', 'BeitPretrainTransform',
+           'eval_transform', 'model_transform', 'tokenizer_transform', 'eval_picture', 'eval_mode']
 
 # %% ../nbs/00_data.ipynb #96623605
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.pgm', '.pbm', '.bmp', '.tif', '.tiff', '.webp', '.gif')
@@ -67,7 +68,7 @@ def load_image(path) -> Image.Image:
 # %% ../nbs/00_data.ipynb #08c4449c
 def _is_hidden(name): return name.startswith('.')
 
-def _scan_images(folder:Path, extensions=IMG_EXTENSIONS) -> list[Path]:
+def scan_images(folder:Path, extensions=IMG_EXTENSIONS) -> list[Path]:
     "All files under `folder` (recursively, sorted, hidden entries skipped) whose suffix is in `extensions`."
     exts = tuple(e.lower() for e in extensions)
     out = []
@@ -84,8 +85,8 @@ def _check_image(path:Path) -> str | None:
     except Exception as e: return f'{type(e).__name__}: {e}'
     return None
 
-class _ImageFiles(torch.utils.data.Dataset):
-    "Shared machinery: a list of image files, a header check at construction and robust decoding in `__getitem__`."
+class ImageFiles(torch.utils.data.Dataset):
+    "What every image-folder dataset shares (subclass it, as 07's ADE20K set does): a list of files, a header check at construction, robust decoding."
     def _set_files(self, files, verify):
         self.skipped, self._bad, self._warned = [], set(), False
         good = []
@@ -121,18 +122,19 @@ class _ImageFiles(torch.utils.data.Dataset):
         raise RuntimeError(f'{type(self).__name__}: none of the {n} images under {self.root} could be decoded '
                            f'(first failure: {self.skipped[0][0] if self.skipped else "?"})')
 
-def _check_root(root, who):
+def check_root(root, who:str) -> Path:
+    "`root` as a `Path` if it is an existing folder; else a clear error naming `who` and the path."
     root = Path(root)
     if not root.exists(): raise FileNotFoundError(f'{who}: folder {root} does not exist')
     if not root.is_dir(): raise NotADirectoryError(f'{who}: {root} is not a folder')
     return root
 
 # %% ../nbs/00_data.ipynb #d085a21d
-class UnlabeledImageFolder(_ImageFiles):
+class UnlabeledImageFolder(ImageFiles):
     "Every image under `root` (recursively); `ds[i]` is `transform(rgb_image)` (or the PIL RGB image)."
     def __init__(self, root, transform=None, extensions=IMG_EXTENSIONS, verify:bool=True):
-        self.root, self.transform = _check_root(root, 'UnlabeledImageFolder'), transform
-        files = _scan_images(self.root, extensions)
+        self.root, self.transform = check_root(root, 'UnlabeledImageFolder'), transform
+        files = scan_images(self.root, extensions)
         if not files: raise FileNotFoundError(f'UnlabeledImageFolder: no images found in {self.root} '
                                               f'(looked recursively for {", ".join(extensions)})')
         self._files = self._set_files(files, verify)
@@ -151,10 +153,10 @@ def class_folders(root) -> list[str]:
     "The class names of an ImageNet-layout folder: its sub-folders' names, sorted, hidden ones left out (no image is read)."
     return sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not _is_hidden(d.name))
 
-class ImageFolderDataset(_ImageFiles):
+class ImageFolderDataset(ImageFiles):
     "ImageNet layout `root/<class>/**/<image>`; `ds[i]` is `(transform(rgb_image), label)`. Classes are the sorted folder names."
     def __init__(self, root, transform=None, classes:list[str]|None=None, extensions=IMG_EXTENSIONS, verify:bool=True):
-        self.root, self.transform = _check_root(root, 'ImageFolderDataset'), transform
+        self.root, self.transform = check_root(root, 'ImageFolderDataset'), transform
         dirs = class_folders(self.root)
         if classes is None: classes = dirs
         else:
@@ -165,10 +167,10 @@ class ImageFolderDataset(_ImageFiles):
         files, labels = [], []
         for c in classes:
             if not (self.root / c).is_dir(): continue
-            fs = _scan_images(self.root / c, extensions)
+            fs = scan_images(self.root / c, extensions)
             files += fs; labels += [self.class_to_idx[c]] * len(fs)
         if not files:
-            loose = _scan_images(self.root, extensions) if not dirs else []
+            loose = scan_images(self.root, extensions) if not dirs else []
             if loose: raise FileNotFoundError(f'ImageFolderDataset: {self.root} holds images but no class folders; '
                                               'expected root/<class>/<image> (UnlabeledImageFolder reads a flat folder)')
             raise FileNotFoundError(f'ImageFolderDataset: no images found in {self.root} (expected root/<class>/<image> '
@@ -204,6 +206,13 @@ def _pair(s, name):
     if isinstance(s, (tuple, list)) and len(s) == 2 and all(isinstance(v, int) for v in s): return tuple(s)
     raise ValueError(f'BeitPretrainTransform: {name} must be an int or a pair of ints (height, width), got {s!r}')
 
+def check_crop_scale(scale, who:str='BeitPretrainTransform') -> list[float]:
+    "A random-resized-crop area range as `[lo, hi]`, `0 < lo <= hi <= 1` (a list: a run's config.json reads back equal); else a clear error."
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if not (isinstance(scale, (tuple, list)) and len(scale) == 2 and all(map(num, scale)) and 0 < scale[0] <= scale[1] <= 1):
+        raise ValueError(f'{who}: crop_scale must be a pair (lo, hi) of area fractions with 0 < lo <= hi <= 1, got {scale!r}')
+    return [float(scale[0]), float(scale[1])]
+
 class BeitPretrainTransform:
     "BEiT pre-training augmentation: PIL image -> `(view1 normalised [3,H,W], view2 in [0,1] [3,h,w])` (+ `masking()` if given)."
     def __init__(self, input_size=224, second_input_size=112, mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD,
@@ -213,8 +222,7 @@ class BeitPretrainTransform:
         self.input_size, self.second_input_size = _pair(input_size, 'input_size'), _pair(second_input_size, 'second_input_size')
         if imagenet_default_mean_and_std: mean, std = input_mean_std(True)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        if not (0 < scale[0] <= scale[1] <= 1): raise ValueError(f'BeitPretrainTransform: scale must satisfy 0 < lo <= hi <= 1, got {scale}')
-        self.scale, self.ratio, self.hflip, self.color_jitter = tuple(scale), tuple(ratio), hflip, color_jitter
+        self.scale, self.ratio, self.hflip, self.color_jitter = tuple(check_crop_scale(scale)), tuple(ratio), hflip, color_jitter
         self.interpolation, self.second_interpolation = _interp(interpolation), _interp(second_interpolation)
         self.masking = masking
         pre = [v2.ColorJitter(color_jitter, color_jitter, color_jitter)] if color_jitter else []
@@ -267,3 +275,16 @@ def eval_picture(img, transform) -> np.ndarray:
     "The uint8 RGB picture `[H,W,3]` that `transform` turns into a tensor (its resize and crop, without the tensor steps)."
     geometric = [t for t in transform.transforms if not isinstance(t, (T.ToTensor, T.Normalize)) and 'ToTensor' not in type(t).__name__]
     return np.asarray(T.Compose(geometric)(to_rgb(img)))
+
+# %% ../nbs/00_data.ipynb #c147aa73
+@contextmanager
+def eval_mode(*modules:torch.nn.Module):
+    "Put `modules` in eval mode for a `with` block; restore the `training` flag of each of their submodules afterwards."
+    for m in modules:
+        if not isinstance(m, torch.nn.Module): raise TypeError(f'eval_mode: expected torch.nn.Module objects, got {type(m).__name__}')
+    flags = {id(s): (s, s.training) for m in modules for s in m.modules()}   # every flag first: modules may share submodules
+    try:
+        for m in modules: m.eval()
+        yield
+    finally:
+        for s, t in flags.values(): s.training = t

@@ -20,7 +20,8 @@ from .synthetic import write_demo_folders, demo_tokenizer
 from .tokenizer import save_tokenizer, evaluate_tokenizer, baseline_psnr
 from .masking import MaskingGenerator
 from .mim import reconstruct, mask_overlay
-from .pretrain import PretrainConfig, demo_config, pretrain, heldout_views, heldout_mim_accuracy
+from .pretrain import PretrainConfig, pretrain, heldout_views, heldout_set
+from .mim import evaluate_mim
 from .training import SeededSamples, list_checkpoints
 
 # %% auto #0
@@ -125,7 +126,7 @@ def _run_demo(out:Path, epochs, n_train, n_val, seed, app, progress, log) -> dic
 
     t = time.time(); tok = demo_tokenizer(); t_tok = time.time() - t
     save_tokenizer(tok, out/'tokenizer', meta=getattr(tok, 'meta', None))
-    cfg = demo_config(epochs=epochs, seed=seed)
+    cfg = PretrainConfig.from_preset('demo', epochs=epochs, seed=seed)
     v2 = heldout_views(val, cfg)[1]
     q, base = evaluate_tokenizer(tok, v2), baseline_psnr(v2, tok.grid_size)
     how = f'trained in {t_tok:.0f} s' if t_tok > 10 else 'the copy shipped with the package'
@@ -133,13 +134,16 @@ def _run_demo(out:Path, epochs, n_train, n_val, seed, app, progress, log) -> dic
         f'scenes MSE {q["mse"]:.4f}, PSNR {q["psnr"]:.1f} dB (references: an {tok.grid_size}x{tok.grid_size} RGB blur '
         f'{base["blur"]:.1f} dB, the mean colour {base["mean_color"]:.1f} dB); {q["tokens_used"]} tokens in use {el()}')
 
-    log(f'[3/4] pretraining {cfg.model} (vocab {tok.vocab_size}) for {epochs} epochs of {n_train} scenes, batch {cfg.batch_size} ...')
+    log(f'[3/4] pretraining {cfg.model_name} (vocab {tok.vocab_size}) for {epochs} epochs of {n_train} scenes, batch {cfg.batch_size} ...')
     resume = _previous_run(out, cfg, log)
     learn = pretrain(cfg, data=train_dir, tokenizer=tok, run_dir=out, resume=resume, progress=progress)
     model = learn.model.eval()
     log(f'      saved {out/"model.safetensors"} {el()}')
 
-    res = heldout_mim_accuracy(model, tok, val, cfg, n_masks=2, seed=seed + 1234)
+    views, ids, masks = heldout_set(val, cfg, tok, n_masks=2, seed=seed + 1234)
+    e = evaluate_mim(model, views, ids, masks)
+    res = dict(accuracy=e['accuracy'], loss=e['loss'], majority_baseline=e['baseline'], n_masked=e['n_masked'],
+               n_distinct_tokens=int(ids[masks].unique().numel()))
     log(f'[4/4] held-out masked-token accuracy {res["accuracy"]:.1%} vs {res["majority_baseline"]:.1%} for the majority-token '
         f'baseline ({res["n_masked"]} masked patches of {n_val} unseen scenes, 2 masks each) {el()}')
     figs = dict(loss=plot_loss(out), masks=plot_masks(UnlabeledImageFolder(train_dir), cfg, tuple(model.patch_embed.grid_size), seed=seed),

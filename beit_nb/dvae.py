@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from fastcore.basics import patch
-from .tokenizer import _check_images, _check_ids, register_tokenizer
+from .data import eval_mode
+from .tokenizer import check_images, check_ids, register_tokenizer
 
 # %% auto #0
 __all__ = ['ResBlock', 'DiscreteVAE', 'load_official_dvae']
@@ -70,13 +71,13 @@ class DiscreteVAE(nn.Module):
     @torch.no_grad()
     def encode(self, images:torch.Tensor) -> torch.Tensor:
         "Token ids `[B,h,w]` of images `[B,C,H,W]` in [0,1] (normalised here, then `get_codebook_indices`)."
-        x = _check_images(images, self.image_size, self.channels, 'DiscreteVAE.encode')
+        x = check_images(images, self.image_size, self.channels, 'DiscreteVAE.encode')
         return self.get_codebook_indices(self.normalize(x))
 
     @torch.no_grad()
     def decode(self, ids:torch.Tensor) -> torch.Tensor:
         "Images in [0,1] from token ids `[B,h,w]`."
-        ids = _check_ids(ids, self.num_tokens, 'DiscreteVAE.decode')
+        ids = check_ids(ids, self.num_tokens, 'DiscreteVAE.decode')
         return self.denormalize(self.decode_raw(ids).float()).clamp(0, 1)
 
     # --- the official API (normalised images)
@@ -86,9 +87,7 @@ class DiscreteVAE(nn.Module):
     @torch.no_grad()
     def _eval_logits(self, images:torch.Tensor) -> torch.Tensor:
         "Encoder logits `[B,vocab,h,w]` of *normalised* images in eval mode (the mode is restored afterwards)."
-        was = self.training; self.eval()
-        try: return self(images, return_logits=True)
-        finally: self.train(was)
+        with eval_mode(self): return self(images, return_logits=True)
 
     def get_codebook_indices(self, images:torch.Tensor) -> torch.Tensor:
         "Official: argmax token ids `[B,h,w]` of *normalised* images."

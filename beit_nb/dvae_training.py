@@ -7,12 +7,14 @@ Docs: https://beit-nb.github.io/beit_nb/dvae_training.html.md"""
 
 # %% ../nbs/01c_dvae_training.ipynb #bcf76d18
 from __future__ import annotations
-import contextlib, math, sys, time, warnings
+import contextlib, math, sys, time
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # raised by fastai.layers at import
+from .data import UnlabeledImageFolder     # beit_nb first: its __init__ quiets fastai's import-time warnings
+from .tokenizer import save_tokenizer, evaluate_tokenizer, baseline_psnr, psnr
+from .dvae import DiscreteVAE
 from fastcore.script import call_parse
 from fastai.callback.core import Callback
 from fastai.data.load import DataLoader
@@ -21,9 +23,6 @@ from fastai.learner import Learner, Metric
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
-from .data import UnlabeledImageFolder
-from .tokenizer import save_tokenizer, evaluate_tokenizer, baseline_psnr, _psnr
-from .dvae import DiscreteVAE
 
 # %% auto #0
 __all__ = ['TemperatureAnneal', 'kmeans_init_', 'DVAELoss', 'TokenPSNR', 'train_dvae', 'beit_train_tokenizer']
@@ -98,7 +97,7 @@ class TokenPSNR(Metric):
         rec = vae.decode(vae.encode(x))
         self.se += ((rec - x.float()) ** 2).sum().item(); self.n += x.numel()
     @property
-    def value(self): return _psnr(self.se / self.n) if self.n else None
+    def value(self): return psnr(self.se / self.n) if self.n else None
     @property
     def name(self): return 'token_psnr'
 

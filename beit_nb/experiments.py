@@ -7,7 +7,7 @@ Docs: https://beit-nb.github.io/beit_nb/experiments.html.md"""
 
 # %% ../nbs/06c_experiments.ipynb #7195f33e
 from __future__ import annotations
-import json, math, shutil, sys, time
+import csv, json, math, shutil, sys, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import numpy as np
@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 from fastcore.script import call_parse
 from .synthetic import synthetic_scenes, demo_tokenizer, SHAPE_CLASSES
-from .pretrain import demo_config, pretrain, heldout_mim_accuracy
-from .finetune import demo_finetune_config, finetune
+from .pretrain import PretrainConfig, pretrain, heldout_set
+from .finetune import FinetuneConfig, finetune
+from .mim import evaluate_mim
 from .probe import probe_folder
 
 # %% auto #0
@@ -42,7 +43,7 @@ class ExperimentConfig:
     pretrain_epochs: int = 3              # epochs over the pool
     finetune_epochs: int = 15             # epochs over the labelled set
     crop_scale: tuple = (0.35, 1.0)       # random-resized-crop scale, pretraining and fine-tuning
-    pretrain_lr: float = 1.5e-3           # peak lr at batch 32 (the demo recipe, `demo_config`)
+    pretrain_lr: float = 1.5e-3           # peak lr at batch 32 (the demo recipe, the `demo` preset)
     finetune_lr: float = 2.5e-4           # peak lr at batch 32 (2× the official 4e-3 at 1024, scaled to 32; see Results)
     layer_decay: float = 0.75             # layer-wise lr decay of fine-tuning
     auto_augment: str | None = None       # fine-tuning RandAugment (timm string); None: off (see Results)
@@ -95,7 +96,7 @@ def _cached(path:Path, settings:dict) -> dict | None:
     return r if r.get('settings') == settings else None
 
 def _pretrain_cfg(arm:str, cfg:ExperimentConfig):
-    return demo_config(epochs=cfg.pretrain_epochs, warmup_epochs=max(1, cfg.pretrain_epochs // 10) if cfg.pretrain_epochs > 1 else 0,
+    return PretrainConfig.from_preset('demo', epochs=cfg.pretrain_epochs, warmup_epochs=max(1, cfg.pretrain_epochs // 10) if cfg.pretrain_epochs > 1 else 0,
                        lr=cfg.pretrain_lr, crop_scale=cfg.crop_scale, seed=0, save_every=500, **VARIANTS[arm])
 
 def pretrain_arm(arm:str, cfg:ExperimentConfig, root, log=print) -> dict:
@@ -114,7 +115,8 @@ def pretrain_arm(arm:str, cfg:ExperimentConfig, root, log=print) -> dict:
                settings=settings)
     if tok is not None:
         val = synthetic_scenes(cfg.val, 64, cfg.data_seed + 2).images
-        res['mim'] = heldout_mim_accuracy(learn.model, tok, list(val), pcfg, n_masks=2)
+        e = evaluate_mim(learn.model, *heldout_set(list(val), pcfg, tok, n_masks=2))
+        res['mim'] = dict(accuracy=e['accuracy'], loss=e['loss'], majority_baseline=e['baseline'], n_masked=e['n_masked'])
     (run/'result.json').write_text(json.dumps(res, indent=1))
     return res
 
@@ -123,11 +125,11 @@ def finetune_arm(arm:str, seed:int, cfg:ExperimentConfig, root, log=print) -> di
     root = Path(root); run = root/'finetune'/f'{arm}-seed{seed}'; settings = stage_settings(cfg, 'finetune')
     if r := _cached(run/'result.json', settings): return r
     ck = None if VARIANTS[arm] is None else pretrain_arm(arm, cfg, root, log)['checkpoint']
-    fcfg, t0 = demo_finetune_config(epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, layer_decay=cfg.layer_decay,
+    fcfg, t0 = FinetuneConfig.from_preset('demo', epochs=cfg.finetune_epochs, lr=cfg.finetune_lr, layer_decay=cfg.layer_decay,
                                     auto_augment=cfg.auto_augment, crop_scale=cfg.crop_scale, seed=seed, save_every=0), time.time()
     shutil.rmtree(run, ignore_errors=True)                 # an unfinished run restarts: its curve must be whole
     learn = finetune(fcfg, data=root/'labelled', checkpoint=ck, run_dir=run, progress=False, verbose=False)
-    curve = [float(v[2]) for v in learn.recorder.values]   # [train_loss, valid_loss, top1, top5] per epoch
+    curve = [float(r['top1']) for r in csv.DictReader(open(run/'val.csv'))]   # held-out top-1 after every epoch
     res = dict(arm=arm, seed=seed, top1=learn.metrics_result['top1'], curve=curve, seconds=round(time.time() - t0, 1),
                settings=settings)
     (run/'result.json').write_text(json.dumps(res, indent=1))

@@ -6,13 +6,13 @@ Docs: https://beit-nb.github.io/beit_nb/masking.html.md"""
 
 # %% ../nbs/02_masking.ipynb #5a4608b9
 from __future__ import annotations
-import math, os, sys
+import math, os, random, sys
 from typing import NamedTuple
 import numpy as np
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['Block', 'MaskingGenerator', 'RandomMaskingGenerator', 'collate_masks']
+__all__ = ['Block', 'MaskingGenerator', 'RandomMaskingGenerator', 'algorithm1_mask', 'collate_masks']
 
 # %% ../nbs/02_masking.ipynb #47190f38
 def _is_int(v): return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
@@ -304,6 +304,32 @@ class RandomMaskingGenerator(_Seeded):
         mask = np.zeros(self.num_patches, bool)
         mask[self.rng.permutation(self.num_patches)[:self.num_masking_patches]] = True
         return mask.reshape(self.height, self.width)
+
+# %% ../nbs/02_masking.ipynb #24446962
+def algorithm1_mask(height:int=14, width:int=14, num_masking_patches:int=75, min_num_patches:int=16,
+                    max_num_patches:int|None=None, min_aspect:float=0.3, max_aspect:float|None=None, rnd=random,
+                    blocks:list|None=None) -> np.ndarray:
+    "One blockwise mask bool `[height, width]`: the official generator written plainly (reference; appends `Block`s to `blocks`)."
+    max_num = num_masking_patches if max_num_patches is None else max_num_patches
+    log_ratio = (math.log(min_aspect), math.log(max_aspect or 1 / min_aspect))
+    mask, count = np.zeros((height, width), bool), 0
+    while count < num_masking_patches:
+        max_mask = min(num_masking_patches - count, max_num)
+        delta = 0
+        for attempt in range(10):
+            target = rnd.uniform(min_num_patches, max_mask)
+            ratio = math.exp(rnd.uniform(*log_ratio))
+            h, w = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+            if w < width and h < height:
+                top, left = rnd.randint(0, height - h), rnd.randint(0, width - w)
+                n_new = h * w - int(mask[top:top + h, left:left + w].sum())
+                if 0 < n_new <= max_mask:
+                    mask[top:top + h, left:left + w] = True; delta += n_new
+                    if blocks is not None: blocks.append(Block(top, left, h, w, target, ratio, max_mask, n_new))
+            if delta > 0: break
+        if delta == 0: break
+        count += delta
+    return mask
 
 # %% ../nbs/02_masking.ipynb #e2f99a21
 def collate_masks(masks) -> 'torch.Tensor':

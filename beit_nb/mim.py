@@ -9,10 +9,10 @@ Docs: https://beit-nb.github.io/beit_nb/mim.html.md"""
 # %% ../nbs/04_mim.ipynb #77d8e013
 from __future__ import annotations
 import math, time
-from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.nn.functional as F   # nothing here needs fastai, dall_e or the demo data
+from .data import eval_mode
 
 # %% auto #0
 __all__ = ['mim_labels', 'mim_loss', 'mim_accuracy', 'encode_all', 'majority_baseline', 'vae_terms', 'reconstruct',
@@ -29,20 +29,10 @@ def _flat_mask(bool_masked_pos, name='bool_masked_pos') -> torch.Tensor:
         m = m.bool()
     return m.flatten(1)
 
-@contextmanager
-def _evaluating(*modules):
-    "Put modules in eval mode for the block, restore their modes after."
-    modes = [m.training for m in modules]
-    try:
-        for m in modules: m.eval()
-        yield
-    finally:
-        for m, t in zip(modules, modes): m.train(t)
-
 @torch.no_grad()
 def mim_labels(tokenizer, tok_images, bool_masked_pos=None) -> torch.Tensor:
     "Visual tokens of the masked positions, `[n_masked_total]` in row-major order (all tokens `[B,N]` if no mask)."
-    with _evaluating(tokenizer): ids = tokenizer.encode(tok_images)
+    with eval_mode(tokenizer): ids = tokenizer.encode(tok_images)
     ids = ids.flatten(1).long()
     if bool_masked_pos is None: return ids
     m = _flat_mask(bool_masked_pos).to(ids.device)
@@ -95,7 +85,7 @@ def mim_accuracy(logits, labels, bool_masked_pos=None) -> torch.Tensor:
 @torch.no_grad()
 def encode_all(tokenizer, tok_images, batch_size:int=256) -> torch.Tensor:
     "Tokenizer ids `[n,h,w]` of a whole image tensor, in batches (eval mode)."
-    with _evaluating(tokenizer):
+    with eval_mode(tokenizer):
         return torch.cat([tokenizer.encode(tok_images[i:i + batch_size]).long() for i in range(0, len(tok_images), batch_size)])
 
 def majority_baseline(labels) -> float:
@@ -136,7 +126,7 @@ def _codebook_probs(tokenizer, tok_images):
 def vae_terms(model, tokenizer, images, tok_images, bool_masked_pos, sigma:float|None=None) -> dict:
     "The two terms of BEiT's ELBO (section 2.4) on a batch: stage-1 token reconstruction, stage-2 MIM prior."
     m = _check_batch(images, tok_images, bool_masked_pos)
-    with _evaluating(model, tokenizer):
+    with eval_mode(model, tokenizer):
         ids, logits = _tokens_and_logits(model, tokenizer, images, tok_images, m)
         recon = tokenizer.decode(ids).float().clamp(0, 1)
     x = tok_images.float()
@@ -174,7 +164,7 @@ def vae_terms(model, tokenizer, images, tok_images, bool_masked_pos, sigma:float
 def reconstruct(model, tokenizer, images, tok_images, bool_masked_pos) -> dict:
     "Original, tokenizer reconstruction, and the MIM reconstruction: predicted tokens at masked positions, true ones elsewhere, decoded."
     m = _check_batch(images, tok_images, bool_masked_pos)
-    with _evaluating(model, tokenizer):
+    with eval_mode(model, tokenizer):
         ids, logits = _tokens_and_logits(model, tokenizer, images, tok_images, m)
         pred = ids.clone().flatten(1)
         md = m.to(pred.device)
@@ -260,7 +250,7 @@ def evaluate_mim(model, views, token_ids, masks, batch_size:int=64) -> dict:
     "Masked-token loss (nats) and accuracy of `model` on fixed `(views, token_ids, masks)`, plus the majority baseline."
     token_ids, masks = token_ids.flatten(1), _flat_mask(masks)
     tot, correct, n = 0., 0, 0
-    with _evaluating(model):
+    with eval_mode(model):
         for i in range(0, len(views), batch_size):
             m = masks[i:i + batch_size]
             logits = model(views[i:i + batch_size], bool_masked_pos=m)

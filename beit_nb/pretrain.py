@@ -7,86 +7,70 @@ Docs: https://beit-nb.github.io/beit_nb/pretrain.html.md"""
 
 # %% ../nbs/05_pretrain.ipynb #3eb905e6
 from __future__ import annotations
-import json, math, random, sys, warnings
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # raised by fastai.layers at import
-from dataclasses import dataclass, field, fields
+import json, math, sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch, torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
 
 import timm
-from timm.optim import param_groups_weight_decay
-from fastcore.basics import noop
-from fastcore.script import call_parse
-from fastai.learner import Learner, AvgMetric
+from fastai.learner import Learner
 from fastai.callback.core import Callback, TrainEvalCallback
-from fastai.callback.progress import ProgressCallback
-from fastai.data.core import DataLoaders
-from fastai.optimizer import OptimWrapper
 
-from .data import UnlabeledImageFolder, BeitPretrainTransform, input_mean_std
+from .data import UnlabeledImageFolder, BeitPretrainTransform, input_mean_std, check_crop_scale
 from .tokenizer import load_tokenizer
 from .masking import MaskingGenerator, RandomMaskingGenerator
 import beit_nb.backbone  # registers the *_8k_vocab models in timm's registry
-from .checkpoint import save_beit_checkpoint
-from .mim import mim_loss, mim_accuracy, mim_labels, pixel_regression_target, pixel_regression_loss
-from .training import (TrainConfig, global_batch, scaled_lr, lr_derivation, warmup_cosine, ResumableSampler,
-                              SeededSamples, NoValidation, RunState, make_accelerator, NonFiniteLossError, load_resume_checkpoint,
-                              resume_position, restore_training_state, run_callbacks, write_run_config, fit_remaining,
-                              BatchAccuracy)
+from .mim import mim_loss, mim_labels, pixel_regression_target, pixel_regression_loss, evaluate_mim
+from .training import TrainConfig, SeededSamples, BatchAccuracy
+from .recipe import Run, start_run, resumable_learner, train_and_save, recipe_command, make_adamw
 
 # %% auto #0
-__all__ = ['OFFICIAL_NO_DECAY', 'check_crop_scale', 'parse_crop_scale', 'PretrainConfig', 'paper_config', 'demo_config',
-           'beit_param_groups', 'beit_adamw', 'MIMCallback', 'masking_generator', 'pixel_head_size',
-           'PixelRegressionCallback', 'build_model', 'pretrain_learner', 'pretrain', 'heldout_views',
-           'heldout_mim_accuracy', 'beit_pretrain']
+__all__ = ['beit_pretrain', 'PretrainConfig', 'pretrain_no_decay', 'MIMCallback', 'masking_generator', 'pixel_head_size',
+           'PixelRegressionCallback', 'build_model', 'pretrain_learner', 'pretrain', 'heldout_views', 'heldout_set',
+           'parse_nan_batches']
 
 # %% ../nbs/05_pretrain.ipynb #b73af731
-def check_crop_scale(cfg):
-    "Validate `cfg.crop_scale`, the random-resized-crop area range; store it as `[lo, hi]` (a list: config.json reads back equal)."
-    s, num = cfg.crop_scale, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    if not (isinstance(s, (tuple, list)) and len(s) == 2 and all(map(num, s)) and 0 < s[0] <= s[1] <= 1):
-        cfg._bad('crop_scale', 'a pair (lo, hi) of area fractions with 0 < lo <= hi <= 1')
-    cfg.crop_scale = [float(s[0]), float(s[1])]
-
-def parse_crop_scale(s:str) -> tuple[float, float]:
-    "The command lines' `--crop-scale lo,hi` as `(lo, hi)` (the range is checked by the config)."
-    try: lo, hi = (float(v) for v in str(s).split(','))
-    except ValueError: raise ValueError(f"--crop-scale {s}: expected two numbers 'lo,hi' with 0 < lo <= hi <= 1, e.g. 0.5,1") from None
-    return lo, hi
-
 @dataclass
 class PretrainConfig(TrainConfig):
-    "Every number of the BEiT pretraining recipe; defaults are the paper's for `beit_base_patch16_224_8k_vocab`."
-    model: str = 'beit_base_patch16_224_8k_vocab'
+    "Every number of the BEiT pretraining recipe; defaults are the paper's for `beit_base_patch16_224_8k_vocab` (`presets`: base, large, demo)."
+    presets = {
+        'base': {},                                                     # the paper's BEiT-base: the defaults
+        'large': dict(model_name='beit_large_patch16_224_8k_vocab'),    # BEiT-large: layer scale from 1e-5 (init_values follows)
+        'demo': dict(model_name='beit_tiny_patch8_64_8k_vocab', input_size=64, second_input_size=32, num_masking_patches=26,
+                     min_num_patches=4, epochs=20, warmup_epochs=2, batch_size=32, lr=1.5e-3, base_batch=32, drop_path=0.,
+                     imagenet_mean_std=False, num_workers=0, save_every=50, n_demo=2000),   # the bundled scenes, on a CPU
+    }
+    model_name: str = 'beit_base_patch16_224_8k_vocab'   # timm name of a BEiT-for-MIM model (any registered *_8k_vocab)
     depth: int | None = None              # override the model's number of blocks (tests, ablations)
-    input_size: int = 224                 # view 1, seen by the backbone
-    second_input_size: int = 112          # view 2, seen by the tokenizer
-    num_masking_patches: int = 75            # 40% of 14×14
+    input_size: int = 224                 # view 1 (the backbone's) in pixels
+    second_input_size: int = 112          # view 2 (the tokenizer's) in pixels
+    num_masking_patches: int = 75         # masked patches per image (the paper: 75 of 196, 40%)
     min_num_patches: int = 16             # smallest block of Algorithm 1
-    max_mask_patches_per_block: int | None = None
+    max_mask_patches_per_block: int | None = None   # largest block of Algorithm 1; none: the whole budget
     epochs: int = 800
     warmup_epochs: int = 10
-    batch_size: int = 64                  # per process; the paper's 2048 is 16 GPUs × 128
-    lr: float = 1.5e-3                    # peak lr, quoted at `base_batch`
+    batch_size: int = 64                  # images per process per micro-batch; the paper's 2048 is 16 GPUs × 128
+    lr: float = 1.5e-3                    # peak lr at base_batch (the paper: 1.5e-3 at 2048), scaled linearly with the real global batch
     base_batch: int = 2048
-    decay_mask_token_and_rel_pos: bool = True   # official: only 1-D params, biases, pos_embed and cls_token are exempt
+    decay_mask_token_and_rel_pos: bool = True   # official: only 1-D params, biases, pos_embed and cls_token are exempt from decay
     clip_grad: float | None = 3.0
-    drop_path: float = 0.1
-    layer_scale_init_value: float = 0.1   # 1e-5 for large; 0 = no layer scale
-    shared_rel_pos_bias: bool = True
-    abs_pos_emb: bool = False
-    imagenet_mean_std: bool = True        # view 1 normalised with ImageNet mean/std (published command); False: 0.5/0.5
-    color_jitter: float = 0.4
-    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # random-resized-crop area range [lo, hi] (official)
-    masking: str = 'block'                # 'block': Algorithm 1 (the paper); 'random': uniform, same count (Table 4)
-    target: str = 'tokens'                # 'tokens': visual tokens (the paper); 'pixels': regress masked patches' pixels (Table 4)
-    pixel_norm: bool = True               # target='pixels': each target patch standardised (zero mean, unit variance)
+    drop_path: float = 0.1                # stochastic depth rate
+    init_values: float | None = None      # layer-scale init; none: the paper's, 0.1 (1e-5 for a large model); 0: no layer scale
+    shared_rel_pos_bias: bool = True      # one relative position bias table for all blocks (the paper's pretraining); else one per block
+    abs_pos_emb: bool = False             # add absolute position embeddings (off in the paper's pretraining)
+    imagenet_mean_std: bool = True        # view 1 normalised with ImageNet mean/std (the published command); else 0.5/0.5
+    color_jitter: float = 0.4             # colour jitter strength
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # random-resized-crop area range lo,hi (official: 0.08,1)
+    masking: str = 'block'                # block: Algorithm 1 (the paper); random: uniform, same count (Table 4)
+    target: str = 'tokens'                # tokens: visual tokens (the paper); pixels: regress the masked patches' pixels (Table 4; no tokenizer)
+    pixel_norm: bool = True               # target pixels: each target patch standardised (zero mean, unit variance); else raw [0,1] pixels
+    n_demo: int = 0                       # without --data: train on this many bundled synthetic scenes, with the demo tokenizer (the demo preset: 2000)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.init_values is None: self.init_values = 1e-5 if 'large' in self.model_name else 0.1
         pos_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
         for f in ('input_size', 'second_input_size', 'num_masking_patches', 'min_num_patches'):
             if not pos_int(getattr(self, f)): self._bad(f, 'a positive int')
@@ -98,34 +82,13 @@ class PretrainConfig(TrainConfig):
             self._bad('max_mask_patches_per_block', f'None or an int >= min_num_patches={self.min_num_patches}')
         if self.masking not in ('block', 'random'): self._bad('masking', "'block' or 'random'")
         if self.target not in ('tokens', 'pixels'): self._bad('target', "'tokens' or 'pixels'")
-        check_crop_scale(self)
-
-def paper_config(model:str='beit_base_patch16_224_8k_vocab', **kw) -> PretrainConfig:
-    "The paper's recipe for `model`: BEiT-large differs only in its layer-scale init (1e-5)."
-    d = dict(layer_scale_init_value=1e-5) if 'large' in model else {}
-    return PretrainConfig(model=model, **{**d, **kw})
-
-def demo_config(**kw) -> PretrainConfig:
-    "The recipe on the bundled demo scenes: tiny BEiT, 64 px, 8×8 patches, 512-token demo tokenizer, CPU-sized."
-    d = dict(model='beit_tiny_patch8_64_8k_vocab', input_size=64, second_input_size=32, num_masking_patches=26,
-             min_num_patches=4, epochs=20, warmup_epochs=2, batch_size=32, lr=1.5e-3, base_batch=32, drop_path=0.,
-             imagenet_mean_std=False, num_workers=0, save_every=50)
-    return PretrainConfig(**{**d, **kw})
+        self.crop_scale = check_crop_scale(self.crop_scale, type(self).__name__)
 
 # %% ../nbs/05_pretrain.ipynb #98c8cf1d
-OFFICIAL_NO_DECAY = ('pos_embed', 'cls_token')   # what the official pretraining model's `no_weight_decay()` returns
-
-def beit_param_groups(model:nn.Module, weight_decay:float=0.05, decay_mask_token_and_rel_pos:bool=True) -> list[dict]:
-    "Two AdamW groups as the official `optim_factory`: no decay for 1-D params, biases, `pos_embed` and `cls_token`."
-    skip = set(OFFICIAL_NO_DECAY)
-    if not decay_mask_token_and_rel_pos:   # the stricter exemption: also the mask token and every rel-pos bias table
-        skip |= {'mask_token'} | {n for n, _ in model.named_parameters() if n.endswith('relative_position_bias_table')}
-    return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip)
-
-def beit_adamw(model:nn.Module, cfg:PretrainConfig, lr:float) -> torch.optim.AdamW:
-    "The paper's AdamW over `beit_param_groups`."
-    groups = beit_param_groups(model, cfg.weight_decay, cfg.decay_mask_token_and_rel_pos)
-    return torch.optim.AdamW(groups, lr=lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+def pretrain_no_decay(model:nn.Module, cfg:PretrainConfig) -> set:
+    "What the recipe exempts from weight decay beyond the model's `no_weight_decay()`: nothing (official), or the mask token and every bias table."
+    if cfg.decay_mask_token_and_rel_pos: return set()
+    return {'mask_token'} | {n for n, _ in model.named_parameters() if n.endswith('relative_position_bias_table')}
 
 # %% ../nbs/05_pretrain.ipynb #3f86ea79
 class MIMCallback(Callback):
@@ -161,7 +124,7 @@ def masking_generator(cfg:PretrainConfig, grid, seed=None):
 
 def pixel_head_size(cfg:PretrainConfig) -> int:
     "Outputs per patch of the pixel-regression head: p·p·3 for the model's p×p patches (read off a weightless meta-device copy)."
-    with torch.device('meta'): p = timm.create_model(cfg.model, img_size=cfg.input_size, depth=1).patch_embed.patch_size
+    with torch.device('meta'): p = timm.create_model(cfg.model_name, img_size=cfg.input_size, depth=1).patch_embed.patch_size
     return p[0] * p[1] * 3
 
 class PixelRegressionCallback(Callback):
@@ -180,18 +143,18 @@ class PixelRegressionCallback(Callback):
         self.learn.xb, self.learn.yb = (view1, mask), (target, mask)
 
 # %% ../nbs/05_pretrain.ipynb #5994e22f
-def _tokenizer(tokenizer, demo:bool):
+def _tokenizer(tokenizer, cfg:PretrainConfig):
     if isinstance(tokenizer, nn.Module): return tokenizer
     if tokenizer is not None:
         if not Path(tokenizer).exists():
             raise FileNotFoundError(f'--tokenizer {tokenizer}: no such folder (expected one written by beit_nb.tokenizer.save_tokenizer '
                                     'or convert_dalle_pickles)')
         return load_tokenizer(tokenizer)
-    if demo:
-        from beit_nb.synthetic import demo_tokenizer   # --demo only: the core chain does not import the demo data
+    if cfg.n_demo:
+        from beit_nb.synthetic import demo_tokenizer   # the demo only: the core chain does not import the demo data
         return demo_tokenizer()
     raise ValueError('pretraining needs a tokenizer: pass --tokenizer DIR (a folder written by beit_nb.tokenizer.save_tokenizer, '
-                     'or converted DALL-E weights), or --demo for the bundled demo tokenizer')
+                     'or converted DALL-E weights), or --preset demo for the bundled demo tokenizer')
 
 def _grid(model) -> tuple[int, int]: return tuple(model.patch_embed.grid_size)
 
@@ -200,13 +163,13 @@ def build_model(cfg:PretrainConfig, vocab_size:int|None=None) -> nn.Module:
     kw = dict(depth=cfg.depth) if cfg.depth else {}
     try:
         if vocab_size is None: vocab_size = pixel_head_size(cfg)
-        return timm.create_model(cfg.model, vocab_size=vocab_size, img_size=cfg.input_size, drop_path_rate=cfg.drop_path,
-                                 init_values=cfg.layer_scale_init_value or None, use_abs_pos_emb=cfg.abs_pos_emb,
+        return timm.create_model(cfg.model_name, vocab_size=vocab_size, img_size=cfg.input_size, drop_path_rate=cfg.drop_path,
+                                 init_values=cfg.init_values or None, use_abs_pos_emb=cfg.abs_pos_emb,
                                  use_shared_rel_pos_bias=cfg.shared_rel_pos_bias, use_rel_pos_bias=not cfg.shared_rel_pos_bias, **kw)
     except RuntimeError as e:
         if 'Unknown model' not in str(e): raise
         names = ', '.join(n for n in timm.list_models('beit_*') if n.endswith('_vocab'))
-        raise ValueError(f'--model {cfg.model}: not a registered BEiT-for-MIM model; available: {names}') from None
+        raise ValueError(f'--model-name {cfg.model_name}: not a registered BEiT-for-MIM model; available: {names}') from None
 
 def _check_fits(cfg:PretrainConfig, tok, model):
     "The tokenizer's grid (if any) must be the model's patch grid, and the masking budget must fit it."
@@ -219,78 +182,56 @@ def _check_fits(cfg:PretrainConfig, tok, model):
                          f'{grid[0] * grid[1]} patches (the paper masks 75 of 196, about 40%)')
 
 # %% ../nbs/05_pretrain.ipynb #93bc140e
-def _pretrain_data(cfg:PretrainConfig, data, grid, accel, n_demo:int):
-    "The masked two-view dataset and its loader, with a sampler that deals whole optimizer steps to every rank."
+def _pretrain_data(cfg:PretrainConfig, data, grid) -> SeededSamples:
+    "The masked two-view dataset: every random draw of a sample seeded from (seed, epoch, index)."
     tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter, scale=cfg.crop_scale,
                                 masking=masking_generator(cfg, grid), imagenet_default_mean_and_std=cfg.imagenet_mean_std)
-    if data is None: from beit_nb.synthetic import SceneImages   # --demo only
-    base = SceneImages(n_demo, cfg.input_size, seed=cfg.seed) if data is None else UnlabeledImageFolder(data)
-    ds = SeededSamples(base, tfm, cfg.seed)
-    sampler = ResumableSampler(len(ds), accel.process_index, accel.num_processes, cfg.seed, multiple_of=cfg.batch_size * cfg.accum_steps)
-    dl = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, num_workers=cfg.num_workers,
-                    pin_memory=torch.cuda.is_available())
-    return ds, sampler, dl
+    if data is None: from beit_nb.synthetic import SceneImages   # the demo only
+    base = SceneImages(cfg.n_demo, cfg.input_size, seed=cfg.seed) if data is None else UnlabeledImageFolder(data)
+    return SeededSamples(base, tfm, cfg.seed)
 
 def _objective(cfg:PretrainConfig, tok, model):
     "Loss, metrics and batch callback of `cfg.target`: token cross-entropy and accuracy, or the masked patches' pixel MSE alone."
-    if cfg.target == 'tokens': return mim_loss, BatchAccuracy('mim_accuracy'), MIMCallback(tok)   # the run log's arg-max, shared
+    if cfg.target == 'tokens': return mim_loss, [BatchAccuracy('mim_accuracy')], MIMCallback(tok)   # the run log's arg-max, shared
     mean, std = input_mean_std(cfg.imagenet_mean_std)
     return pixel_regression_loss, [], PixelRegressionCallback(model.patch_embed.patch_size[0], mean, std, cfg.pixel_norm)
 
-def pretrain_learner(cfg:PretrainConfig, data=None, demo:bool=False, tokenizer=None, run_dir='runs/pretrain',
-                     resume:str|None=None, n_demo:int=2000, tensorboard:bool=False, progress:bool|None=None,
-                     inject_nan_batches=(), trace:bool=False, kill_at_step:int|None=None) -> Learner:
-    "A fastai `Learner` for BEiT MIM pretraining of `cfg` on the image folder `data` (or the demo scenes)."
-    # testing: inject_nan_batches: 1-based batch numbers whose loss becomes NaN, as ints (every rank) or (rank, batch);
-    # trace: every rank writes trace-rank{N}.json; kill_at_step: SIGKILL in that step, between its log row and checkpoint
-    run_dir = Path(run_dir)
-    accel = make_accelerator(cfg); log = accel.print
-    if data is None and not demo: raise ValueError('pass --data IMAGE_FOLDER (ImageNet layout or any folder of images), or --demo')
+def pretrain_learner(cfg:PretrainConfig,
+                     data:str|None=None,            # image folder to pretrain on (ImageNet layout train/<class>/*.jpg, or any folder of images)
+                     tokenizer:str|None=None,       # tokenizer folder (save_tokenizer / convert_dalle_pickles); with n_demo: the demo's
+                     run_dir:str='runs/pretrain',   # run folder: checkpoints, logs, config, final weights
+                     resume:str|None=None,          # auto (the newest good checkpoint in --run-dir) or a checkpoint path
+                     tensorboard:bool=False,        # also write TensorBoard logs to RUN_DIR/tensorboard
+                     progress:bool|None=None,       # a progress bar (default: on a terminal); else one line per epoch
+                     inject_nan_batches:tuple=(),   # (testing) batches whose loss becomes NaN: 3,5 (every rank) or 1:3 (rank 1's batch 3)
+                     trace:bool=False,              # (testing) every rank writes trace-rank{N}.json: samples read, gradients, weight hash
+                     kill_at_step:int|None=None,    # (testing) SIGKILL the run in this optimizer step, between its log row and checkpoint
+                    ) -> Learner:
+    "A fastai `Learner` for BEiT MIM pretraining of `cfg` on the image folder `data` (or `cfg.n_demo` synthetic scenes)."
+    if data is None and not cfg.n_demo: raise ValueError('pass --data IMAGE_FOLDER (ImageNet layout or any folder of images), or --preset demo')
     if data is not None and not Path(data).is_dir(): raise FileNotFoundError(f'--data {data}: no such folder')
-    path, ck = load_resume_checkpoint(resume, run_dir, log, command='beit-pretrain')
-    torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
-
-    tok = _tokenizer(tokenizer, demo) if cfg.target == 'tokens' else None    # pixel regression needs none
-    if tok is None and tokenizer is not None: log('note: --target pixels regresses pixels; the tokenizer is not used')
+    run = start_run(cfg, run_dir, resume, 'beit-pretrain')
+    tok = _tokenizer(tokenizer, cfg) if cfg.target == 'tokens' else None    # pixel regression needs none
+    if tok is None and tokenizer is not None: run.log('note: --target pixels regresses pixels; the tokenizer is not used')
     model = build_model(cfg, None if tok is None else tok.vocab_size)
     _check_fits(cfg, tok, model)
-    if ck is not None: model.load_state_dict(ck['model'])
-    ds, sampler, dl = _pretrain_data(cfg, data, _grid(model), accel, n_demo)
-    steps_per_epoch = sampler.per_rank // (cfg.batch_size * cfg.accum_steps)
-    peak = scaled_lr(cfg, accel.num_processes)
-    log(lr_derivation(cfg, accel.num_processes))
-    pos = {} if ck is None else resume_position(ck, cfg, accel.num_processes, steps_per_epoch, log)
-    if ck is not None: log(f'resuming from {path}: epoch {pos["start_epoch"]}, batch {pos["batch_in_epoch"]}, step {pos["step"]}')
-    state = RunState(cfg, accel.process_index, sampler, ds, peak, steps_per_epoch, **pos)
-
-    if progress is None: progress = sys.stdout.isatty()
-    progress = progress and accel.is_main_process
-    cbs = run_callbacks(cfg, accel, state, run_dir, tensorboard, echo=not progress, inject_nan_batches=inject_nan_batches,
-                        trace_probe='lm_head.bias' if trace else None, kill_at_step=kill_at_step)
+    ds = _pretrain_data(cfg, data, _grid(model))
     loss_func, metrics, target_cb = _objective(cfg, tok, model)
-    learn = Learner(DataLoaders(dl, dl), model, loss_func=loss_func, metrics=metrics, lr=peak,
-                    cbs=cbs + [target_cb, NoValidation()], path=run_dir, model_dir='.',
-                    opt_func=lambda _, lr: OptimWrapper(opt=beit_adamw(model, cfg, lr)))
-    learn.recorder.train_metrics, learn.recorder.valid_metrics = True, False
-    if not progress: learn.remove_cb(ProgressCallback); learn.logger = noop
-    learn.create_opt()
-    if ck is not None: restore_training_state(learn, ck, accel)
-    learn.accelerator, learn.cfg, learn.tokenizer = accel, cfg, tok
-    write_run_config(run_dir, cfg, accel, state, n_images=len(ds))
+    learn = resumable_learner(run, ds, model, loss_func, metrics=metrics, cbs=[target_cb], no_decay=pretrain_no_decay(model, cfg),
+                              progress=progress, tensorboard=tensorboard, inject_nan_batches=inject_nan_batches,
+                              trace_probe='lm_head.bias' if trace else None, kill_at_step=kill_at_step)
+    learn.tokenizer = tok
     return learn
 
 # %% ../nbs/05_pretrain.ipynb #429f45ab
 def pretrain(cfg:PretrainConfig, **kw) -> Learner:
-    "Build the pretraining `Learner`, train the epochs left, and save `model.safetensors` in the run folder (rank 0)."
+    "BEiT masked-image-modeling pretraining: train `cfg` and save `model.safetensors` (one process, or several with `accelerate launch`)."
     learn = pretrain_learner(cfg, **kw)
-    fit_remaining(learn)
-    if learn.accelerator.is_main_process:
-        mean, std = input_mean_std(cfg.imagenet_mean_std)
-        meta = dict(model=cfg.model, vocab_size=learn.model.lm_head.out_features, img_size=cfg.input_size, step=learn.run_state.step,
-                    target=cfg.target, masking=cfg.masking,   # the head: visual-token logits, or p·p·3 pixels (Table 4)
-                    mean=json.dumps(list(mean)), std=json.dumps(list(std)),     # the normalisation its inputs need (beit-app reads it)
-                    **({'depth': cfg.depth} if cfg.depth else {}))
-        save_beit_checkpoint(learn.model, Path(learn.path)/'model.safetensors', metadata=meta)
+    mean, std = input_mean_std(cfg.imagenet_mean_std)
+    train_and_save(learn, dict(model=cfg.model_name, vocab_size=learn.model.lm_head.out_features, img_size=cfg.input_size,
+                               target=cfg.target, masking=cfg.masking,   # the head: visual-token logits, or p·p·3 pixels (Table 4)
+                               mean=json.dumps(list(mean)), std=json.dumps(list(std)),     # the normalisation its inputs need (beit-app)
+                               **({'depth': cfg.depth} if cfg.depth else {})))
     return learn
 
 # %% ../nbs/05_pretrain.ipynb #2ca7e6a1
@@ -308,97 +249,24 @@ def heldout_views(images, cfg:PretrainConfig) -> tuple[torch.Tensor, torch.Tenso
     return torch.stack(v1), torch.stack(v2)
 
 @torch.no_grad()
-def heldout_mim_accuracy(model:nn.Module, tokenizer:nn.Module, images, cfg:PretrainConfig, n_masks:int=1, seed:int=1234,
-                         batch_size:int=64) -> dict:
-    "Masked-token accuracy of `model` on `images` (un-augmented views, seeded masks of `cfg.masking`) vs the majority-token baseline."
-    dev = next(model.parameters()).device
-    was_training = model.training; model.eval(); tokenizer.to(dev).eval()
-    gen = masking_generator(cfg, _grid(model), seed=seed)
-    v1_all, v2_all = heldout_views(images, cfg)
-    correct, loss, labels_all = 0, 0., []
-    for _ in range(n_masks):
-        for i in range(0, len(v1_all), batch_size):
-            v1, v2 = v1_all[i:i + batch_size].to(dev), v2_all[i:i + batch_size].to(dev)
-            m = torch.from_numpy(gen.masks(len(v1))).flatten(1).to(dev)
-            labels = mim_labels(tokenizer, v2, m)
-            logits = model(v1, bool_masked_pos=m)
-            correct += (logits.argmax(-1) == labels).sum().item()
-            loss += mim_loss(logits, labels).item() * len(labels); labels_all.append(labels.cpu())
-    model.train(was_training)
-    labels_all = torch.cat(labels_all); total = len(labels_all)
-    return dict(accuracy=correct / total, loss=loss / total, majority_baseline=torch.bincount(labels_all).max().item() / total,
-                n_masked=total, n_distinct_tokens=int(labels_all.unique().numel()))
+def heldout_set(images, cfg:PretrainConfig, tokenizer:nn.Module, n_masks:int=1, seed:int=1234, device=None) -> tuple:
+    "Fixed questions for `evaluate_mim`: `(views, token ids, masks)` of `images` (each `n_masks` times), masks of `cfg.masking` seeded by `seed`."
+    v1, v2 = heldout_views(images, cfg)
+    tokenizer.to(v2.device if device is None else device)
+    ids = torch.cat([mim_labels(tokenizer, v2[i:i + 64].to(device or v2.device)).cpu() for i in range(0, len(v2), 64)])
+    gen = masking_generator(cfg, (tokenizer.grid_size,) * 2, seed=seed)
+    masks = torch.from_numpy(gen.masks(n_masks * len(v1))).flatten(1)
+    v1, ids = v1.repeat(n_masks, 1, 1, 1), ids.repeat(n_masks, 1)
+    return tuple(t.to(device) for t in (v1, ids, masks)) if device is not None else (v1, ids, masks)
 
 # %% ../nbs/05_pretrain.ipynb #0c8384e6
-@call_parse
-def beit_pretrain(
-    data:str=None,                 # image folder to pretrain on (ImageNet layout `train/<class>/*.jpg`, or any folder of images)
-    demo:bool=False,               # the bundled synthetic scenes and the demo recipe (`demo_config`) instead of --data
-    tokenizer:str=None,            # tokenizer folder (beit_nb.tokenizer.save_tokenizer / convert_dalle_pickles); --demo: the demo's
-    out:str='runs/pretrain',       # run folder: checkpoints, logs, config, final weights
-    resume:str=None,               # 'auto' (latest good checkpoint in --out) or a checkpoint path
-    model:str=None,                # timm name of a BEiT-for-MIM model, e.g. beit_base_patch16_224_8k_vocab
-    depth:int=None,                # override the model's number of blocks
-    epochs:int=None,               # training epochs (paper: 800)
-    warmup_epochs:int=None,        # linear warmup epochs (paper: 10)
-    batch_size:int=None,           # images per process per micro-batch
-    accum_steps:int=None,          # gradient accumulation: micro-batches per optimizer step
-    lr:float=None,                 # peak lr at --base-batch (paper: 1.5e-3 at 2048), scaled linearly with the real global batch
-    base_batch:int=None,           # the batch --lr is quoted at
-    lr_scaling:str=None,           # linear (--lr × global batch / --base-batch) or none (--lr as given, as the official script)
-    min_lr:float=None,             # lr at the end of the cosine (official: 1e-5)
-    warmup_lr:float=None,          # lr at step 0 (official pretraining: 0)
-    weight_decay:float=None,       # AdamW weight decay (paper: 0.05; not on 1-D params, biases, pos_embed, cls_token)
-    no_decay_mask_token_and_rel_pos:bool=False,  # also exempt the mask token and rel-pos bias tables (official: decayed)
-    beta1:float=None,              # AdamW beta1 (0.9)
-    beta2:float=None,              # AdamW beta2 (0.999)
-    clip_grad:float=None,          # gradient-norm clipping (paper: 3.0; 0 = off)
-    drop_path:float=None,          # stochastic depth rate (paper: 0.1)
-    layer_scale_init_value:float=None,  # layer scale init (0.1 base, 1e-5 large; 0 = off)
-    per_layer_rel_pos_bias:bool=False,  # one relative position bias table per block instead of the shared one
-    abs_pos_emb:bool=False,        # add absolute position embeddings (off in the paper's pretraining)
-    input_size:int=None,           # view 1 (backbone) size in pixels
-    second_input_size:int=None,    # view 2 (tokenizer) size in pixels
-    num_masking_patches:int=None,     # masked patches per image (paper: 75 of 196)
-    min_num_patches:int=None,      # smallest masking block (paper: 16)
-    color_jitter:float=None,       # colour jitter strength (0.4)
-    crop_scale:str=None,           # random-resized-crop area range 'lo,hi' (official: 0.08,1)
-    masking:str=None,              # block (Algorithm 1, the paper) or random (Table 4 ablation: uniform, same count)
-    target:str=None,               # tokens (visual tokens, the paper) or pixels (Table 4 ablation: regress masked pixels; no tokenizer)
-    raw_pixels:bool=False,         # --target pixels: regress raw [0,1] pixels (the paper's ablation) instead of standardised patches
-    mean_std:str=None,             # view-1 normalisation: imagenet (the published command; --demo: half) or half (0.5/0.5)
-    mixed_precision:str=None,      # auto | no | fp16 | bf16
-    compile:bool=False,            # torch.compile the model
-    seed:int=None,                 # seed of initialisation, data order, augmentation and masks
-    num_workers:int=None,          # data-loader worker processes per training process
-    save_every:int=None,           # optimizer steps between checkpoints (0: epoch ends only)
-    keep_checkpoints:int=None,     # newest checkpoints to keep
-    max_nonfinite:int=None,        # stop after this many skipped non-finite-loss steps
-    n_demo:int=2000,               # number of synthetic scenes with --demo
-    tensorboard:bool=False,        # also write TensorBoard logs to OUT/tensorboard
-    no_progress:bool=False,        # no progress bar (one line per epoch instead)
-    trace:bool=False,              # (testing) every rank writes trace-rank{N}.json: samples read, gradients, weight hash
-    inject_nan:str=None,           # (testing) batches whose loss becomes NaN: '3,5' (every rank) or '1:3' (rank 1's batch 3)
-    kill_at_step:int=None,         # (testing) SIGKILL the run in this optimizer step, between its log row and checkpoint
-):
-    "BEiT masked-image-modeling pretraining (one process, or several with `accelerate launch -m beit_nb.pretrain`)."
-    names = {f.name for f in fields(PretrainConfig)}
-    args = dict(locals())
-    given = {k: v for k, v in args.items() if k in names and v is not None and not isinstance(v, bool)}
-    given.update(shared_rel_pos_bias=not per_layer_rel_pos_bias, abs_pos_emb=abs_pos_emb, compile=compile)
-    if no_decay_mask_token_and_rel_pos: given['decay_mask_token_and_rel_pos'] = False
-    if raw_pixels: given['pixel_norm'] = False
-    try:
-        if crop_scale is not None: given['crop_scale'] = parse_crop_scale(crop_scale)
-        if mean_std is not None:
-            if mean_std not in ('imagenet', 'half'): raise ValueError(f'--mean-std {mean_std}: expected imagenet or half')
-            given['imagenet_mean_std'] = mean_std == 'imagenet'
-        cfg = demo_config(**given) if demo else paper_config(**given)
-        nan = [tuple(map(int, x.split(':'))) if ':' in x else int(x) for x in str(inject_nan).split(',')] if inject_nan else []
-        pretrain(cfg, data=data, demo=demo, tokenizer=tokenizer, run_dir=out, resume=resume, n_demo=n_demo,
-                 tensorboard=tensorboard, progress=False if no_progress else None, trace=trace, inject_nan_batches=nan,
-                 kill_at_step=kill_at_step)
-    except (ValueError, FileNotFoundError, FileExistsError, NonFiniteLossError) as e:
-        msg = str(e)
-        if msg.startswith('Exception occured in'): msg = msg.split('\n\t', 1)[-1]   # fastai's wrapper around a callback's error
-        sys.exit(f'beit-pretrain: {msg}')
+def parse_nan_batches(s:str) -> tuple:
+    "`--inject-nan-batches 3,5` (batches 3 and 5 of every rank) or `1:3` (rank 1's batch 3), 1-based."
+    try: return tuple(tuple(map(int, x.split(':'))) if ':' in x else int(x) for x in str(s).split(','))
+    except ValueError: raise ValueError(f"--inject-nan-batches {s}: expected batch numbers such as '3,5' or '1:3'") from None
+
+beit_pretrain = recipe_command(PretrainConfig, pretrain, 'beit-pretrain', pretrain_learner,
+                               parsers={'inject_nan_batches': parse_nan_batches})
+
+# %% ../nbs/05_pretrain.ipynb #ad563028
+if __name__ == '__main__': beit_pretrain()     # python -m / accelerate launch -m

@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 from timm.models.beit import Beit
 from fastcore.script import call_parse
 from fastai.metrics import top_k_accuracy
-from .data import ImageFolderDataset, eval_transform, input_mean_std, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from .data import eval_mode, ImageFolderDataset, eval_transform, input_mean_std, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from .checkpoint import read_checkpoint, detect_layout, to_timm
-from .finetune import AnySizeBeit, LoadReport, beit_classifier
+from .classifier import AnySizeBeit, LoadReport, beit_classifier
 
 # %% auto #0
 __all__ = ['POOLS', 'block_ids', 'pool_blocks', 'BlockFeatures', 'block_features', 'probe_features', 'ProbeHead', 'topk_accuracy',
@@ -109,15 +109,12 @@ def block_features(model:Beit, data, blocks='all', norm:bool=False, batch_size:i
     "Extract once, probe many times: `[CLS]` and mean patch token of `blocks` of the frozen `model` for every image of `data`."
     _check_model(model, norm)
     idx = sorted(set(block_ids(blocks, len(model.blocks))))
-    dev, was = next(model.parameters()).device, model.training
-    cls, mean, labels = [], [], []
-    model.eval()
-    try:
+    dev, (cls, mean, labels) = next(model.parameters()).device, ([], [], [])
+    with eval_mode(model):
         for x, y in _batches(data, batch_size):
             c, m = _block_tokens(model, x.to(dev), idx, norm)
             cls.append(c.cpu()); mean.append(m.cpu())
             if y is not None: labels.append(y.long().cpu())
-    finally: model.train(was)
     if not cls: raise ValueError('block_features: no images in data')
     return BlockFeatures(torch.cat(cls), torch.cat(mean), torch.cat(labels) if labels else None, idx, len(model.blocks), norm)
 
@@ -151,8 +148,7 @@ def _optimizer(params, name:str, lr:float, weight_decay:float|None):
 
 @torch.no_grad()
 def _evaluate(head:nn.Module, x, y, k:int=5) -> list[float]:
-    was = head.training; head.eval()
-    s = head(x.float()); head.train(was)
+    with eval_mode(head): s = head(x.float())
     return topk_accuracy(s, y, (1, k))
 
 # %% ../nbs/06b_probes.ipynb #d5725f28
@@ -294,7 +290,7 @@ def plot_probe_by_block(table, metrics=('linear_top1', 'knn_top1'), chance:float
 
 # %% ../nbs/06b_probes.ipynb #901a34de
 def probe_model(checkpoint=None,                        # path (file or HF folder) or state dict; None: random weights
-                model_name:str='beit_base_patch16_224', img_size=None, depth:int|None=None,
+                model_name:str='beit_base_patch16_224', input_size=None, depth:int|None=None,
                 seed:int=0, verbose:bool=True, **kwargs) -> tuple[AnySizeBeit, LoadReport|None]:
     "A frozen, headless backbone to probe (the checkpoint's final `norm` kept if it has one) and the load report."
     keep_norm = True
@@ -304,7 +300,7 @@ def probe_model(checkpoint=None,                        # path (file or HF folde
     kw = dict(depth=depth) if depth else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model, report = beit_classifier(checkpoint, model_name, num_classes=0, img_size=img_size, use_cls=keep_norm,
+        model, report = beit_classifier(checkpoint, model_name, num_classes=0, input_size=input_size, use_cls=keep_norm,
                                         drop_path=0., verbose=verbose, **kw, **kwargs)
     return model.eval().requires_grad_(False), report
 

@@ -17,14 +17,14 @@ from torch.utils.data import Dataset
 from filelock import FileLock
 from fastai.torch_core import no_random
 from .data import to_rgb, eval_transform
-from .tokenizer import load_tokenizer, save_tokenizer, evaluate_tokenizer, baseline_psnr, _read_config
+from .tokenizer import load_tokenizer, save_tokenizer, evaluate_tokenizer, baseline_psnr, read_tokenizer_config
 from .dvae import DiscreteVAE
 from .dvae_training import train_dvae
 
 # %% auto #0
-__all__ = ['SHAPE_CLASSES', 'TEXTURES', 'DEMO_TOKENIZER_CONFIG', 'DEMO_TOKENIZER_TRAINING', 'SHIPPED_DEMO_TOKENIZER', 'Scenes',
-           'synthetic_scenes', 'write_demo_folders', 'sample_photos', 'SceneImages', 'tokenizer_views',
-           'demo_tokenizer_data', 'demo_views', 'demo_tokenizer']
+__all__ = ['SHAPE_CLASSES', 'TEXTURES', 'PHOTO_NAMES', 'DEMO_TOKENIZER_CONFIG', 'DEMO_TOKENIZER_TRAINING',
+           'SHIPPED_DEMO_TOKENIZER', 'Scenes', 'synthetic_scenes', 'write_demo_folders', 'sample_photos', 'SceneImages',
+           'tokenizer_views', 'demo_tokenizer_data', 'demo_views', 'demo_tokenizer']
 
 # %% ../nbs/00b_synthetic.ipynb #2627d24b
 SHAPE_CLASSES = ['circle', 'cross', 'ring', 'square', 'star', 'triangle']   # alphabetical: folder datasets index classes the same way
@@ -237,18 +237,18 @@ def write_demo_folders(root, n_train:int=600, n_val:int=120, size:int=64, seed:i
     return paths
 
 # %% ../nbs/00b_synthetic.ipynb #da137517
-_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'rocket', 'motorcycle', 'hubble_deep_field', 'immunohistochemistry', 'camera')
+PHOTO_NAMES = ('astronaut', 'coffee', 'chelsea', 'rocket', 'motorcycle', 'hubble_deep_field', 'immunohistochemistry', 'camera')   # `sample_photos`' names, in order
 
 def _skimage_photo(name):
     import skimage.data as skd
     if name == 'motorcycle': return skd.stereo_motorcycle()[0]
     return getattr(skd, name)()
 
-def sample_photos(size:int|None=None, names=_PHOTOS) -> dict:
+def sample_photos(size:int|None=None, names=PHOTO_NAMES) -> dict:
     "Real photos bundled with scikit-image: `{name: uint8 [H,W,3]}`; `size` gives centre-cropped `size`×`size` squares."
     out = {}
     for n in names:
-        if n not in _PHOTOS: raise ValueError(f'sample_photos: unknown photo {n!r}; available: {", ".join(_PHOTOS)}')
+        if n not in PHOTO_NAMES: raise ValueError(f'sample_photos: unknown photo {n!r}; available: {", ".join(PHOTO_NAMES)}')
         img = to_rgb(Image.fromarray(np.asarray(_skimage_photo(n))))
         if size is not None:
             w, h = img.size; s = size / min(w, h)
@@ -349,7 +349,7 @@ def demo_tokenizer(cache_dir=None, retrain:bool=False, progress:bool=False, **tr
     unknown = set(training) - set(DEMO_TOKENIZER_TRAINING)
     if unknown: raise TypeError(f'demo_tokenizer: unknown training options {sorted(unknown)}; known: {sorted(DEMO_TOKENIZER_TRAINING)}')
     key, shipped = _demo_key(train_cfg), SHIPPED_DEMO_TOKENIZER
-    if not retrain and (shipped/'config.json').exists() and _read_config(shipped).get('meta', {}).get('recipe') == key:
+    if not retrain and (shipped/'config.json').exists() and read_tokenizer_config(shipped).get('meta', {}).get('recipe') == key:
         return load_tokenizer(shipped)
     root = _cache_root(cache_dir)
     folder = root / f'demo_tokenizer_{key}'

@@ -24,8 +24,9 @@ def _dall_e():
     return dall_e
 
 # %% auto #0
-__all__ = ['TOKENIZER_TYPES', 'Tokenizer', 'DalleTokenizer', 'convert_dalle_pickles', 'evaluate_tokenizer', 'baseline_psnr',
-           'register_tokenizer', 'save_tokenizer', 'load_tokenizer']
+__all__ = ['TOKENIZER_TYPES', 'Tokenizer', 'check_images', 'check_ids', 'DalleTokenizer', 'read_tokenizer_config',
+           'convert_dalle_pickles', 'psnr', 'evaluate_tokenizer', 'baseline_psnr', 'register_tokenizer',
+           'save_tokenizer', 'load_tokenizer']
 
 # %% ../nbs/01_tokenizer.ipynb #6e389f4b
 @runtime_checkable
@@ -38,7 +39,7 @@ class Tokenizer(Protocol):
     def decode(self, ids: torch.Tensor) -> torch.Tensor: ...      # long [B,h,w] -> float [B,3,H,W] in [0,1]
 
 # %% ../nbs/01_tokenizer.ipynb #9c66ca30
-def _check_images(x, size:int, channels:int, who:str) -> torch.Tensor:
+def check_images(x, size:int, channels:int, who:str) -> torch.Tensor:
     "Validate `x` as float images [B,channels,size,size] in [0,1]; return it as float32, clipped to [0,1]."
     shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
     if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] != channels:
@@ -55,7 +56,7 @@ def _check_images(x, size:int, channels:int, who:str) -> torch.Tensor:
                              'Pass un-normalised images: the tokenizer applies its own pixel mapping.')
     return x.clamp(0, 1)
 
-def _check_ids(ids, vocab_size:int, who:str) -> torch.Tensor:
+def check_ids(ids, vocab_size:int, who:str) -> torch.Tensor:
     "Validate token ids: integer tensor [B,h,w] (or [B,h*w] with a square grid) with values in [0, vocab_size)."
     if not torch.is_tensor(ids) or ids.is_floating_point() or ids.dim() not in (2, 3):
         raise ValueError(f'{who}: expected integer token ids [B,h,w], got '
@@ -105,7 +106,7 @@ class DalleTokenizer(nn.Module):
     @torch.no_grad()
     def get_codebook_logits(self, images:torch.Tensor) -> torch.Tensor:
         "Encoder logits `[B,vocab,h,w]` of images in [0,1]."
-        x = _check_images(images, self.input_size, self.channels, 'DalleTokenizer.encode')
+        x = check_images(images, self.input_size, self.channels, 'DalleTokenizer.encode')
         return self.encoder(_dall_e().map_pixels(x)).float()
 
     @torch.no_grad()
@@ -116,7 +117,7 @@ class DalleTokenizer(nn.Module):
     @torch.no_grad()
     def decode(self, ids:torch.Tensor) -> torch.Tensor:
         "Images in [0,1] from token ids `[B,h,w]`: one-hot -> decoder -> sigmoid of the logit-Laplace location -> unmap."
-        ids = _check_ids(ids, self.vocab_size, 'DalleTokenizer.decode')
+        ids = check_ids(ids, self.vocab_size, 'DalleTokenizer.decode')
         z = F.one_hot(ids, self.vocab_size).permute(0, 3, 1, 2).float()
         stats = self.decoder(z).float()
         return _dall_e().unmap_pixels(torch.sigmoid(stats[:, :3]))
@@ -177,7 +178,7 @@ def from_files(cls:DalleTokenizer, encoder_path, decoder_path, trust_pickle:bool
 def from_safetensors(cls:DalleTokenizer, path, input_size:int|None=None):
     "Load a folder written by `convert_dalle_pickles` / `save_tokenizer` (no unpickling)."
     path = Path(path)
-    cfg = _read_config(path, 'DalleTokenizer')
+    cfg = read_tokenizer_config(path, 'DalleTokenizer')
     mods = {}
     for kind in ('encoder', 'decoder'):
         f = path / f'{kind}.safetensors'
@@ -186,7 +187,9 @@ def from_safetensors(cls:DalleTokenizer, path, input_size:int|None=None):
     return cls(mods['encoder'], mods['decoder'], input_size=input_size or cfg.get('input_size', 112))
 
 # %% ../nbs/01_tokenizer.ipynb #d4d12185
-def _read_config(path:Path, expected:str|None=None) -> dict:
+def read_tokenizer_config(path, expected:str|None=None) -> dict:
+    "The `config.json` of a tokenizer folder (type, constructor arguments, `meta`) without loading weights; `expected`: the type it must be."
+    path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'tokenizer folder {path} does not exist')
     if not path.is_dir():
         hint = (' (a DALL-E pickle: use DalleTokenizer.from_files or convert_dalle_pickles)' if path.suffix == '.pkl' else '')
@@ -217,7 +220,9 @@ def convert_dalle_pickles(encoder_pkl, decoder_pkl, out_dir, trust_pickle:bool=F
     return _write_folder(out_dir, tok.config, dict(encoder=enc.state_dict(), decoder=dec.state_dict()))
 
 # %% ../nbs/01_tokenizer.ipynb #55dae591
-def _psnr(mse:float) -> float: return 10 * math.log10(1 / max(mse, 1e-12))
+def psnr(mse:float) -> float:
+    "Peak signal-to-noise ratio in dB of pixels in [0,1] from their mean squared error (capped at 120 dB)."
+    return 10 * math.log10(1 / max(mse, 1e-12))
 
 @torch.no_grad()
 def evaluate_tokenizer(tok, images:torch.Tensor, batch_size:int=256) -> dict:
@@ -231,7 +236,7 @@ def evaluate_tokenizer(tok, images:torch.Tensor, batch_size:int=256) -> dict:
         counts += torch.bincount(ids.flatten().cpu(), minlength=tok.vocab_size)
     mse = se / images.numel()
     p = counts[counts > 0].double() / counts.sum()
-    return dict(mse=mse, psnr=_psnr(mse), tokens_used=int((counts > 0).sum()), perplexity=float(torch.exp(-(p * p.log()).sum())),
+    return dict(mse=mse, psnr=psnr(mse), tokens_used=int((counts > 0).sum()), perplexity=float(torch.exp(-(p * p.log()).sum())),
                 vocab_size=tok.vocab_size, n_images=len(images))
 
 def baseline_psnr(images:torch.Tensor, grid_size:int) -> dict:
@@ -239,7 +244,7 @@ def baseline_psnr(images:torch.Tensor, grid_size:int) -> dict:
     x = images.float()
     mean = x.mean((2, 3), keepdim=True).expand_as(x)
     blur = F.interpolate(F.interpolate(x, size=grid_size, mode='area'), size=x.shape[-2:], mode='bilinear', align_corners=False)
-    return dict(mean_color=_psnr(((mean - x) ** 2).mean().item()), blur=_psnr(((blur - x) ** 2).mean().item()))
+    return dict(mean_color=psnr(((mean - x) ** 2).mean().item()), blur=psnr(((blur - x) ** 2).mean().item()))
 
 # %% ../nbs/01_tokenizer.ipynb #8054aba7
 TOKENIZER_TYPES = {}   # config.json 'type' -> class with `folder_tensors()` and `from_folder(path, config)`
@@ -258,7 +263,7 @@ def save_tokenizer(tok, path, meta:dict|None=None) -> Path:
 def load_tokenizer(path, device='cpu'):
     "Load a tokenizer folder written by `save_tokenizer` or `convert_dalle_pickles`; returns it in eval mode."
     path = Path(path)
-    cfg = _read_config(path)
+    cfg = read_tokenizer_config(path)
     kind = cfg.get('type')
     if kind not in TOKENIZER_TYPES:
         raise ValueError(f'load_tokenizer: {path/"config.json"} has unknown type {kind!r} (expected one of {sorted(TOKENIZER_TYPES)})')

@@ -8,65 +8,83 @@ Docs: https://beit-nb.github.io/beit_nb/training.html.md"""
 
 # %% ../nbs/04b_training.ipynb #e30419eb
 from __future__ import annotations
-import csv, hashlib, json, math, os, random, re, time, warnings, weakref
-warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)  # raised by fastai.layers at import
+import csv, hashlib, json, math, os, random, re, time, weakref
 from dataclasses import dataclass, asdict, fields
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
 import torch, torch.nn as nn
 from torch.utils.data import Dataset, Sampler
 from fastcore.basics import patch
-from fastai.learner import Recorder, Metric, CancelBatchException, CancelBackwardException
+from fastai.learner import Recorder, Metric, CancelBatchException, CancelBackwardException, CancelTrainException
 from fastai.callback.core import Callback, TrainEvalCallback, CancelValidException
 
 # %% auto #0
-__all__ = ['CKPT_PATTERN', 'CKPT_KEYS', 'TrainConfig', 'global_batch', 'scaled_lr', 'lr_derivation', 'warmup_cosine',
-           'ResumableSampler', 'SeededSamples', 'NoValidation', 'RunState', 'resolve_mixed_precision',
+__all__ = ['CKPT_PATTERN', 'CKPT_KEYS', 'TrainConfig', 'global_batch', 'scaled_lr', 'lr_derivation', 'warmup_cosine', 'poly_lr',
+           'mix_seed', 'ResumableSampler', 'SeededSamples', 'NoValidation', 'RunState', 'resolve_mixed_precision',
            'make_accelerator', 'AcceleratedTraining', 'NonFiniteLossError', 'NonFiniteGuard', 'rng_states',
            'set_rng_states', 'atomic_save', 'list_checkpoints', 'find_checkpoint', 'load_resume_checkpoint',
-           'Checkpointer', 'resume_position', 'restore_training_state', 'batch_correct', 'BatchAccuracy', 'RunLog',
-           'state_hash', 'TraceCallback', 'KillAtStep', 'run_callbacks', 'fit_remaining', 'write_run_config']
+           'Checkpointer', 'resume_position', 'restore_training_state', 'truncate_csv', 'append_csv', 'batch_correct',
+           'BatchAccuracy', 'RunLog', 'state_hash', 'TraceCallback', 'KillAtStep', 'run_callbacks', 'StopAtTotalSteps',
+           'fit_remaining', 'write_run_config']
 
 # %% ../nbs/04b_training.ipynb #57419bea
 @dataclass
 class TrainConfig:
-    "The numbers every training run shares: schedule, batch, optimiser, precision, seeds and checkpoints."
-    epochs: int = 100
-    warmup_epochs: int = 10
-    batch_size: int = 64                  # per process, per micro-batch
+    "The numbers every training run shares: schedule, batch, optimiser, precision, seeds, data loading and checkpoints."
+    presets: ClassVar[dict] = {}          # name → field values: a recipe's published settings (`from_preset`, `--preset`)
+    schedule: str = 'cosine'              # cosine: linear warmup then cosine to min_lr (MIM, classification); poly: mmcv's poly (segmentation)
+    epochs: int = 100                     # run length in passes over the data (unless iters is set)
+    warmup_epochs: int = 10               # linear warmup in passes over the data (unless warmup_iters is set)
+    iters: int | None = None              # run length in optimizer steps (mmseg's iteration runner); none: epochs passes
+    warmup_iters: int | None = None       # warmup in optimizer steps; none: warmup_epochs passes
+    power: float = 1.0                    # poly: decay power (1: linear to min_lr)
+    warmup_ratio: float = 1e-6            # poly: the warmup starts at the schedule's lr × this (mmcv's linear warmup)
+    batch_size: int = 64                  # images per process per micro-batch
     accum_steps: int = 1                  # gradient accumulation: micro-batches per optimizer step
-    lr: float = 1e-3                      # peak lr, quoted at `base_batch`
-    base_batch: int = 256
-    lr_scaling: str = 'linear'            # 'linear': lr × global batch / base_batch; 'none': lr as given
-    min_lr: float = 1e-5
-    warmup_lr: float = 0.                 # lr at step 0
-    weight_decay: float = 0.05
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    clip_grad: float | None = None
-    mixed_precision: str = 'auto'         # auto: bf16 on GPUs that have it, else fp16 with loss scaling; fp32 on CPU
+    lr: float = 1e-3                      # peak lr at base_batch, scaled linearly with the real global batch (lr_scaling)
+    base_batch: int = 256                 # the global batch lr is quoted at
+    lr_scaling: str = 'linear'            # linear: lr × global batch / base_batch; none: lr as given (the official scripts)
+    min_lr: float = 1e-5                  # lr at the end of the schedule
+    warmup_lr: float = 0.                 # cosine: lr at step 0
+    weight_decay: float = 0.05            # AdamW weight decay (not on 1-D params, biases, or what the model's no_weight_decay() names)
+    beta1: float = 0.9                    # AdamW beta1
+    beta2: float = 0.999                  # AdamW beta2
+    eps: float = 1e-8                     # AdamW eps
+    clip_grad: float | None = None        # gradient-norm clipping; none or 0: off
+    mixed_precision: str = 'auto'         # auto: bf16 on GPUs that have it, else fp16 with loss scaling; fp32 on CPU (or no, fp16, bf16)
     compile: bool = False                 # torch.compile the model
-    seed: int = 0
-    num_workers: int = 8
+    grad_checkpointing: bool = False      # recompute each block's activations in the backward pass (timm's set_grad_checkpointing): less memory, more compute
+    seed: int = 0                         # seed of initialisation, data order, augmentation and masks
+    num_workers: int | None = None        # data-loader worker processes per training process; none: the CPUs this process may use, at most 8
+    eval_every: int = 1                   # validation every this many epochs (optimizer steps when iters is set); 0: at the end only
     save_every: int = 1000                # optimizer steps between checkpoints (0: at epoch ends only)
     keep_checkpoints: int = 3             # newest checkpoints kept
-    max_nonfinite: int = 10               # stop after this many skipped non-finite steps
+    max_nonfinite: int = 10               # stop after this many skipped non-finite-loss steps
+    dist_timeout: int = 1800              # seconds a process waits in a collective operation before the run fails
 
     def _bad(self, f, want): raise ValueError(f'{type(self).__name__}: {f} must be {want}, got {getattr(self, f)!r}')
 
     @classmethod
-    def from_preset(cls, presets:dict, name:str, **kw):
-        "The recipe `name` of `presets` (field values by name), any field overridden by `kw`; an unknown name lists the known ones."
-        if name not in presets: raise ValueError(f'--preset {name}: unknown; available: {", ".join(presets)}')
-        return cls(**{**presets[name], **kw})
+    def from_preset(cls, name:str, **kw):
+        "The preset `name` of `cls.presets` (field values by name), any field overridden by `kw`; an unknown name lists the known ones."
+        if name not in cls.presets: raise ValueError(f'--preset {name}: unknown; available: {", ".join(cls.presets) or "none"}')
+        return cls(**{**cls.presets[name], **kw})
 
     def __post_init__(self):
-        for f in ('epochs', 'batch_size', 'accum_steps', 'base_batch'):
+        pos = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+        for f in ('epochs', 'batch_size', 'accum_steps', 'base_batch', 'dist_timeout'):
+            if not pos(getattr(self, f)): self._bad(f, 'a positive int')
+        for f in ('warmup_epochs', 'eval_every', 'save_every'):
             v = getattr(self, f)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v > 0): self._bad(f, 'a positive int')
-        if not (isinstance(self.warmup_epochs, int) and self.warmup_epochs >= 0): self._bad('warmup_epochs', 'an int >= 0')
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0): self._bad(f, 'an int >= 0')
+        if self.iters is not None and not pos(self.iters): self._bad('iters', 'none or a positive int')
+        if self.warmup_iters is not None and not (isinstance(self.warmup_iters, int) and self.warmup_iters >= 0):
+            self._bad('warmup_iters', 'none or an int >= 0')
+        if self.num_workers is not None and not (isinstance(self.num_workers, int) and self.num_workers >= 0):
+            self._bad('num_workers', 'none or an int >= 0')
+        if self.schedule not in ('cosine', 'poly'): self._bad('schedule', "'cosine' or 'poly'")
         if self.lr_scaling not in ('linear', 'none'): self._bad('lr_scaling', "'linear' or 'none'")
         if self.mixed_precision not in ('auto', 'no', 'fp16', 'bf16'): self._bad('mixed_precision', 'auto, no, fp16 or bf16')
 
@@ -93,8 +111,14 @@ def warmup_cosine(step:int, total_steps:int, warmup_steps:int, peak:float, final
     t = min(1., (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return final + 0.5 * (peak - final) * (1 + math.cos(math.pi * t))
 
+def poly_lr(step:int, total_steps:int, warmup_steps:int, peak:float, power:float=1.0, min_lr:float=0., warmup_ratio:float=1e-6) -> float:
+    "mmcv's `poly` policy with `linear` warmup: `(peak-min)(1-step/total)^power + min`, scaled by `1-(1-step/warmup)(1-ratio)` in warmup."
+    lr = (peak - min_lr) * max(0., 1 - step / total_steps) ** power + min_lr
+    if step < warmup_steps: lr *= 1 - (1 - step / warmup_steps) * (1 - warmup_ratio)
+    return lr
+
 # %% ../nbs/04b_training.ipynb #810996cb
-def _mix(*xs) -> int:
+def mix_seed(*xs) -> int:
     "A 63-bit seed from a tuple of values (stable across processes and Python versions)."
     return int.from_bytes(hashlib.blake2b(repr(xs).encode(), digest_size=8).digest(), 'little') >> 1
 
@@ -104,7 +128,7 @@ class ResumableSampler(Sampler):
         if n < world_size * multiple_of:
             raise ValueError(f'{n} images cannot feed {world_size} process(es) with {multiple_of} images per optimizer step each')
         self.n, self.rank, self.world_size, self.seed, self.shuffle = n, rank, world_size, seed, shuffle
-        self.epoch, self.start = 0, 0
+        self.epoch, self.start, self.tag_epoch = 0, 0, False   # tag_epoch: yield (epoch, index) pairs (see SeededSamples)
         self.per_rank = n // world_size // multiple_of * multiple_of   # every rank takes the same number of whole steps
 
     def set_epoch(self, epoch:int, start:int=0):
@@ -114,24 +138,27 @@ class ResumableSampler(Sampler):
     def order(self) -> list[int]:
         "The epoch's permutation of all `n` indices (the same on every rank)."
         if not self.shuffle: return list(range(self.n))
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, 'order', self.epoch))).tolist()
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(mix_seed(self.seed, 'order', self.epoch))).tolist()
 
     def indices(self) -> list[int]:
         "This rank's whole shard for the current epoch."
         return self.order()[self.rank:self.per_rank * self.world_size:self.world_size]
 
-    def __iter__(self): return iter(self.indices()[self.start:])
+    def __iter__(self):
+        idx = self.indices()[self.start:]
+        return iter([(self.epoch, i) for i in idx] if self.tag_epoch else idx)
     def __len__(self): return self.per_rank - self.start
 
 # %% ../nbs/04b_training.ipynb #cf00ec5a
 class SeededSamples(Dataset):
-    "`transform(base[i])` with every random draw of sample `i` in epoch `e` seeded from `(seed, e, i)`."
+    "`transform(base[i])` with every random draw of sample `i` in epoch `e` seeded from `(seed, e, i)`; `ds[(e, i)]` names the epoch."
     def __init__(self, base, transform, seed:int=0):
         self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
     def __len__(self): return len(self.base)
     def set_epoch(self, epoch:int): self.epoch = epoch
     def __getitem__(self, i):
-        s = _mix(self.seed, 'sample', self.epoch, int(i))
+        epoch, i = i if isinstance(i, tuple) else (self.epoch, i)     # (epoch, index) from a sampler with tag_epoch
+        s = mix_seed(self.seed, 'sample', epoch, int(i))
         random.seed(s); np.random.seed(s % 2**32); torch.manual_seed(s)   # torchvision's crop/flip/jitter draw from torch
         masking = getattr(self.transform, 'masking', None)
         if hasattr(masking, 'reseed'): masking.reseed(s)
@@ -150,7 +177,9 @@ class RunState(Callback):
                  steps_per_epoch:int, start_epoch:int=0, batch_in_epoch:int=0, step:int=0):
         self.cfg, self.rank, self.sampler, self.dataset, self.peak_lr = cfg, rank, sampler, dataset, peak_lr
         self.steps_per_epoch, self.start_epoch, self.batch_in_epoch, self.step = steps_per_epoch, start_epoch, batch_in_epoch, step
-        self.total_steps, self.warmup_steps = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+        self.total_steps = cfg.iters or cfg.epochs * steps_per_epoch
+        self.warmup_steps = cfg.warmup_iters if cfg.warmup_iters is not None else cfg.warmup_epochs * steps_per_epoch
+        self.n_epochs = math.ceil(self.total_steps / steps_per_epoch)     # passes over the data the schedule needs
 
     @property
     def abs_epoch(self) -> int: return self.start_epoch + getattr(self.learn, 'epoch', 0)
@@ -158,7 +187,9 @@ class RunState(Callback):
     def batches_per_epoch(self) -> int: return self.steps_per_epoch * self.cfg.accum_steps
     @property
     def lr(self) -> float:
-        return warmup_cosine(self.step, self.total_steps, self.warmup_steps, self.peak_lr, self.cfg.min_lr, self.cfg.warmup_lr)
+        c = self.cfg
+        if c.schedule == 'poly': return poly_lr(self.step, self.total_steps, self.warmup_steps, self.peak_lr, c.power, c.min_lr, c.warmup_ratio)
+        return warmup_cosine(self.step, self.total_steps, self.warmup_steps, self.peak_lr, c.min_lr, c.warmup_lr)
 
     def before_train(self):
         if self.learn.epoch > 0: self.batch_in_epoch = 0     # only the first epoch of a resumed run starts mid-way
@@ -167,7 +198,7 @@ class RunState(Callback):
 
     def before_batch(self):
         if not self.training: return
-        torch.manual_seed(_mix(self.cfg.seed, 'batch', self.abs_epoch, self.batch_in_epoch, self.rank))
+        torch.manual_seed(mix_seed(self.cfg.seed, 'batch', self.abs_epoch, self.batch_in_epoch, self.rank))
         scales = [g.get('lr_scale', 1.) for g in self.learn.opt.opt.param_groups]   # e.g. layer-wise lr decay (06)
         self.learn.opt.set_hyper('lr', [self.lr * s for s in scales])
 
@@ -187,11 +218,13 @@ def resolve_mixed_precision(mp:str='auto') -> str:
     return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
 
 def make_accelerator(cfg:TrainConfig):
-    "An `accelerate.Accelerator` for `cfg` (precision resolved, accumulation steps set; CPU when there is no GPU)."
+    "An `accelerate.Accelerator` for `cfg` (precision resolved, accumulation steps and collective timeout set; CPU when there is no GPU)."
+    from datetime import timedelta
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
+    from accelerate.utils import InitProcessGroupKwargs
     kw = dict(mixed_precision=resolve_mixed_precision(cfg.mixed_precision), gradient_accumulation_steps=cfg.accum_steps,
-              cpu=not torch.cuda.is_available())
+              cpu=not torch.cuda.is_available(), kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.dist_timeout))])
     try: return Accelerator(**kw)
     except ValueError:                  # another precision earlier in this (single) process, e.g. a notebook: start over
         if PartialState().num_processes > 1: raise
@@ -395,7 +428,7 @@ def restore_training_state(learn, ck:dict, accel):
     if ck.get('scaler') and accel.scaler is not None: accel.scaler.load_state_dict(ck['scaler'])
 
 # %% ../nbs/04b_training.ipynb #8252c718
-def _truncate_csv(path:Path, key:str, upto:int):
+def truncate_csv(path:Path, key:str, upto:int):
     "Keep the header and the rows of `path` whose `key` column is ≤ `upto`."
     if not path.exists(): return
     with open(path) as f: rows = list(csv.DictReader(f))
@@ -404,7 +437,8 @@ def _truncate_csv(path:Path, key:str, upto:int):
         w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader()
         w.writerows(r for r in rows if int(r[key]) <= upto)
 
-def _append_csv(path:Path, cols, row):
+def append_csv(path:Path, cols, row):
+    "Append `row` (a dict over `cols`) to the CSV file `path`, writing the header first when the file is new."
     new = not path.exists()
     with open(path, 'a', newline='') as f:
         w = csv.DictWriter(f, fieldnames=cols)
@@ -458,8 +492,8 @@ class RunLog(Callback):
         self.main = self.accel.is_main_process
         if not self.main: return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        _truncate_csv(self.run_dir/'steps.csv', 'step', self.state.step)
-        _truncate_csv(self.run_dir/'log.csv', 'epoch', self.state.start_epoch - 1)
+        truncate_csv(self.run_dir/'steps.csv', 'step', self.state.step)
+        truncate_csv(self.run_dir/'log.csv', 'epoch', self.state.start_epoch - 1)
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(self.run_dir/'tensorboard'), purge_step=self.state.step)
@@ -480,7 +514,7 @@ def after_batch(self:RunLog):
     (l, c, _), self.step_sums = (self.step_sums / max(self.step_sums[2].item(), 1)).tolist(), torch.zeros(3, dtype=torch.float64)
     if not self.main: return
     lr = self.learn.opt.hypers[0]['lr']
-    _append_csv(self.run_dir/'steps.csv', self.STEP_COLS, dict(step=self.state.step, epoch=self.state.abs_epoch,
+    append_csv(self.run_dir/'steps.csv', self.STEP_COLS, dict(step=self.state.step, epoch=self.state.abs_epoch,
                                                                 loss=f'{l:.6f}', accuracy=_fmt_acc(c), lr=f'{lr:.4e}'))
     if self.tb: self.tb.add_scalar('train/loss', l, self.state.step); self.tb.add_scalar('train/lr', lr, self.state.step)
 
@@ -495,12 +529,12 @@ def after_train(self:RunLog):
                               img_per_s=f'{tot[3] / max(secs, 1e-9):.1f}', seconds=f'{secs:.1f}',
                               nonfinite=guard.n_nonfinite if guard else 0)
     if not self.main: return
-    _append_csv(self.run_dir/'log.csv', self.EPOCH_COLS, r)
+    append_csv(self.run_dir/'log.csv', self.EPOCH_COLS, r)
     if self.tb:
         for k in ('loss', 'accuracy', 'img_per_s'): self.tb.add_scalar(f'epoch/{k}', float(r[k]), self.state.step)
     if self.echo:
         acc = f'  acc {float(r["accuracy"]):.1%}' if r['accuracy'] else ''
-        print(f'epoch {r["epoch"] + 1}/{self.state.cfg.epochs}  step {r["step"]}  loss {r["loss"]}{acc}  '
+        print(f'epoch {r["epoch"] + 1}/{self.state.n_epochs}  step {r["step"]}  loss {r["loss"]}{acc}  '
               f'lr {r["lr"]}  {r["img_per_s"]} img/s  {r["seconds"]} s', flush=True)
 
 @patch
@@ -556,25 +590,30 @@ def run_callbacks(cfg:TrainConfig, accel, state:RunState, run_dir, tensorboard:b
     "The callbacks of a resumable run: `RunState`, `AcceleratedTraining`, `NonFiniteGuard`, `Checkpointer`, `RunLog` (+ testing ones)."
     nan_here = [b if isinstance(b, int) else b[1] for b in inject_nan_batches if isinstance(b, int) or b[0] == accel.process_index]
     cbs = [state, AcceleratedTraining(accel, cfg.clip_grad, cfg.compile), NonFiniteGuard(accel, cfg.max_nonfinite, nan_here),
-           Checkpointer(run_dir, accel, state, cfg), RunLog(run_dir, accel, state, tensorboard, echo=echo)]
+           Checkpointer(run_dir, accel, state, cfg), RunLog(run_dir, accel, state, tensorboard, echo=echo), StopAtTotalSteps()]
     if trace_probe: cbs.append(TraceCallback(run_dir, accel, state, trace_probe))
     if kill_at_step: cbs.append(KillAtStep(state, kill_at_step))
     return cbs
 
+class StopAtTotalSteps(Callback):
+    "End training after the schedule's last optimizer step (`iters` can end mid-epoch: that epoch's row and checkpoint are still written)."
+    order = 200                                              # after every other callback's `after_batch`
+    def after_batch(self):
+        if self.training and self.learn.run_state.step >= self.learn.run_state.total_steps: raise CancelTrainException()
+
 def fit_remaining(learn):
-    "Train the epochs a (possibly resumed) run has left (`learn.cfg`, `learn.run_state`), then wait for every process."
-    cfg, accel = learn.cfg, learn.accelerator
-    left = cfg.epochs - learn.run_state.start_epoch
-    if left > 0: learn.fit(left)
-    else: accel.print(f'nothing to do: the run already finished its {cfg.epochs} epochs')
+    "Train what a (possibly resumed) run has left of its schedule (`learn.run_state`), then wait for every process."
+    st, accel = learn.run_state, learn.accelerator
+    if st.step < st.total_steps: learn.fit(st.n_epochs - st.start_epoch)
+    else: accel.print(f'nothing to do: the run already finished its {st.total_steps} optimizer steps')
     accel.wait_for_everyone()
 
 def write_run_config(run_dir, cfg:TrainConfig, accel, state:RunState, **extra):
-    "Write `config.json`: the config plus what was resolved at start (rank 0 only)."
+    "Write `config.json`: every field of the config, and under `run` what was resolved at start (rank 0 only)."
     if not accel.is_main_process: return
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir/'config.json').write_text(json.dumps(dict(
-        asdict(cfg), world_size=accel.num_processes, mixed_precision_used=accel.mixed_precision,
-        distributed_type=str(accel.distributed_type).split('.')[-1], peak_lr=state.peak_lr,
-        lr_derivation=lr_derivation(cfg, accel.num_processes), global_batch=global_batch(cfg, accel.num_processes),
-        steps_per_epoch=state.steps_per_epoch, **extra), indent=1))
+    run = dict(world_size=accel.num_processes, mixed_precision_used=accel.mixed_precision,
+               distributed_type=str(accel.distributed_type).split('.')[-1], peak_lr=state.peak_lr,
+               lr_derivation=lr_derivation(cfg, accel.num_processes), global_batch=global_batch(cfg, accel.num_processes),
+               steps_per_epoch=state.steps_per_epoch, total_steps=state.total_steps, epochs_run=state.n_epochs, **extra)
+    (run_dir/'config.json').write_text(json.dumps(dict(asdict(cfg), run=run), indent=1))

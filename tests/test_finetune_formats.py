@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import ROOT, console_script
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
-ARCH = ['--model', 'beit_tiny_patch8_64_8k_vocab', '--depth', '2', '--input-size', '32', '--batch-size', '4', '--num-workers', '0']
+ARCH = ['--model-name', 'beit_tiny_patch8_64_8k_vocab', '--depth', '2', '--input-size', '32', '--batch-size', '4', '--num-workers', '0']
 LR, STEPS = 1e-3, 2 * 12 // 4
 TRAIN = ARCH + ['--epochs', '2', '--warmup-epochs', '0', '--lr', str(LR), '--base-batch', '4', '--save-every', '0', '--mixup', '0',
                 '--cutmix', '0', '--reprob', '0', '--drop-path', '0', '--no-progress']
@@ -66,13 +66,13 @@ def fine_tune_and_evaluate(tmp_path, data, ckpt):
     "Fine-tune from `ckpt`, then `--eval-only` the result; the checks both runs share. Returns (stdout+stderr, run folder, saved weights)."
     from safetensors.torch import load_file
     out = tmp_path/'run'
-    r = run('--data', data, '--checkpoint', ckpt, '--out', out, *TRAIN)
+    r = run('--data', data, '--checkpoint', ckpt, '--run-dir', out, *TRAIN)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     m = json.loads((out/'metrics.json').read_text())
     assert m['step'] == STEPS and m['n_val'] == 6 and 0 <= m['top1'] <= m['top5'] <= 1, m
     saved = load_file(out/'model.safetensors')
     assert saved['head.weight'].shape == (2, DIM)
-    ev = run('--eval-only', '--data', data, '--checkpoint', out/'model.safetensors', '--out', tmp_path/'eval', *ARCH)
+    ev = run('--eval-only', '--data', data, '--checkpoint', out/'model.safetensors', '--run-dir', tmp_path/'eval', *ARCH)
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-5000:]
     e = json.loads((tmp_path/'eval/eval.json').read_text())
     assert 'evaluation: top-1' in ev.stdout and e['n_val'] == m['n_val'] and e['top1'] == m['top1'], (e, m)
@@ -126,7 +126,7 @@ def test_finetune_from_official_pth(tmp_path, data):
     assert {'blocks.0.attn.q_bias', 'blocks.0.attn.v_bias', 'blocks.0.attn.qkv.weight', 'blocks.0.gamma_1', 'blocks.0.gamma_2',
             'rel_pos_bias.relative_position_bias_table'} <= set(sd) and not any('blocks.0.attn.relative_position' in k for k in sd)
     torch.save({'model': sd, 'epoch': 799, 'args': argparse.Namespace(model='beit_base_patch16_224_8k_vocab')}, tmp_path/'pt.pth')
-    bad = run('--eval-only', '--data', data, '--checkpoint', tmp_path/'pt.pth', '--out', tmp_path/'eval0', *ARCH)
+    bad = run('--eval-only', '--data', data, '--checkpoint', tmp_path/'pt.pth', '--run-dir', tmp_path/'eval0', *ARCH)
     assert bad.returncode != 0 and 'is not a fine-tuned classifier for 2 classes' in bad.stderr.strip().splitlines()[-1], bad.stderr[-2000:]
     log, out, saved = fine_tune_and_evaluate(tmp_path, data, tmp_path/'pt.pth')
     rep = report(log)

@@ -18,14 +18,14 @@ ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
 N, BS, EPOCHS = 48, 4, 2
 STEPS = EPOCHS * (N // 2 // BS)               # 12 optimizer steps
 KILL_AT = 9                                   # checkpoints 4, 6 (epoch end) and 8 are complete; 8 is mid-epoch 2
-ARGS = ['--demo', '--n-demo', str(N), '--depth', '2', '--input-size', '32', '--batch-size', str(BS), '--epochs', str(EPOCHS),
+ARGS = ['--preset', 'demo', '--n-demo', str(N), '--depth', '2', '--input-size', '32', '--batch-size', str(BS), '--epochs', str(EPOCHS),
         '--warmup-epochs', '1', '--save-every', '4', '--keep-checkpoints', '10', '--num-workers', '0', '--drop-path', '0.1',
         '--mixup', '0.8', '--cutmix', '1.0', '--reprob', '0.25', '--model-ema', '--model-ema-decay', '0.9', '--no-progress']
 
 def launch(out, *extra):
     cmd = console_script('accelerate') + ['launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
            '--dynamo_backend', 'no', '--main_process_ip', '127.0.0.1', '--main_process_port', str(free_port()),
-           '-m', 'beit_nb.finetune', *ARGS, '--out', str(out), *extra]
+           '-m', 'beit_nb.finetune', *ARGS, '--run-dir', str(out), *extra]
     return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 def rows(run): return list(csv.DictReader(open(run/'steps.csv')))
@@ -33,11 +33,11 @@ def ckpts(run): return sorted(p.name for p in run.glob('checkpoint-*.pt'))
 
 def test_cli_errors(tmp_path):
     ft = console_script('beit-finetune')
-    r = subprocess.run(ft + ['--data', str(tmp_path/'nope'), '--out', str(tmp_path/'run')], cwd=ROOT, env=ENV,
+    r = subprocess.run(ft + ['--data', str(tmp_path/'nope'), '--run-dir', str(tmp_path/'run')], cwd=ROOT, env=ENV,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1] == f'beit-finetune: --data {tmp_path/"nope"}: no such folder', r.stderr[-2000:]
     (tmp_path/'flat').mkdir()
-    r = subprocess.run(ft + ['--data', str(tmp_path/'flat'), '--out', str(tmp_path/'run')], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(ft + ['--data', str(tmp_path/'flat'), '--run-dir', str(tmp_path/'run')], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and 'beit-finetune: --data' in r.stderr and 'no train/ folder' in r.stderr, r.stderr[-2000:]
 
 @pytest.fixture(scope='module')
@@ -50,13 +50,15 @@ def reference(tmp_path_factory):
 def test_two_process_finetune(reference):
     out, r = reference
     cfg = json.loads((out/'config.json').read_text())
-    assert cfg['distributed_type'] == 'MULTI_CPU' and cfg['world_size'] == 2 and cfg['global_batch'] == 2 * BS
-    assert cfg['num_classes'] == 6 and cfg['layer_decay'] == 0.75 and cfg['mixup'] == 0.8
+    assert cfg['run']['distributed_type'] == 'MULTI_CPU' and cfg['run']['world_size'] == 2 and cfg['run']['global_batch'] == 2 * BS
+    assert cfg['run']['num_classes'] == 6 and cfg['layer_decay'] == 0.75 and cfg['mixup'] == 0.8
     assert [int(x['step']) for x in rows(out)] == list(range(1, STEPS + 1))        # rank 0 alone writes the logs
     m = json.loads((out/'metrics.json').read_text())
     assert m['step'] == STEPS and m['n_val'] == 12 and 0 <= m['top1'] <= m['top5'] <= 1
-    assert (out/'model.safetensors').exists() and r.stdout.count('validation: top-1') == 1
-    assert m['ema_decay'] == 0.9 and 0 <= m['ema_top1'] <= m['ema_top5'] <= 1 and r.stdout.count('validation of the EMA') == 1
+    assert (out/'model.safetensors').exists() and r.stdout.count('validation after epoch') == EPOCHS   # every epoch, rank 0 prints
+    val = list(csv.DictReader(open(out/'val.csv')))                                  # and logs it: one row per epoch
+    assert [int(x['epoch']) for x in val] == list(range(EPOCHS)) and float(val[-1]['top1']) == pytest.approx(m['top1'], abs=1e-6)
+    assert m['ema_decay'] == 0.9 and 0 <= m['ema_top1'] <= m['ema_top5'] <= 1 and r.stdout.count('validation of the ema') == 1
     ema, model = load_file(out/'model_ema.safetensors'), load_file(out/'model.safetensors')
     assert ema.keys() == model.keys() and max((ema[k] - model[k]).abs().max().item() for k in ema if ema[k].is_floating_point()) > 1e-3
 

@@ -13,8 +13,8 @@ from safetensors import safe_open
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAIN = [sys.executable, '-m', 'beit_nb.pretrain', '--depth', '1', '--batch-size', '8', '--base-batch', '8',
             '--warmup-epochs', '0', '--save-every', '0', '--num-workers', '0']
-TINY = ['--model', 'beit_tiny_patch8_64_8k_vocab', '--input-size', '64', '--second-input-size', '32',
-        '--num-masking-patches', '26', '--min-num-patches', '4', '--mean-std', 'half']
+TINY = ['--model-name', 'beit_tiny_patch8_64_8k_vocab', '--input-size', '64', '--second-input-size', '32',
+        '--num-masking-patches', '26', '--min-num-patches', '4', '--no-imagenet-mean-std']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
 
 def run(*args):
@@ -35,7 +35,7 @@ def folder(tmp_path_factory):
 def pixels_run(folder, tmp_path_factory):
     out = tmp_path_factory.mktemp('pixels')/'run'
     r = run('--data', str(folder), *TINY, '--epochs', '2', '--target', 'pixels', '--masking', 'random', '--crop-scale', '0.5,1',
-            '--out', str(out))
+            '--run-dir', str(out))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return out
 
@@ -56,12 +56,12 @@ def test_pixels_loss_logged(pixels_run):
     assert {s['accuracy'] for s in steps} == {''}                      # no token accuracy for a regression target: an empty cell
 
 def test_tokens_still_need_a_tokenizer(folder, tmp_path):
-    r = run('--data', str(folder), *TINY, '--epochs', '1', '--out', str(tmp_path/'run'))
+    r = run('--data', str(folder), *TINY, '--epochs', '1', '--run-dir', str(tmp_path/'run'))
     assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith('beit-pretrain: pretraining needs a tokenizer')
 
 def test_demo_random_masking_metadata(tmp_path):
     out = tmp_path/'run'
-    r = run('--demo', '--n-demo', '16', '--epochs', '1', '--masking', 'random', '--out', str(out))
+    r = run('--preset', 'demo', '--n-demo', '16', '--epochs', '1', '--masking', 'random', '--run-dir', str(out))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     meta, shapes = metadata(out/'model.safetensors')
     assert (meta['target'], meta['masking'], meta['vocab_size']) == ('tokens', 'random', '512')

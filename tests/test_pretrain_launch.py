@@ -19,9 +19,9 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp('ddp')/'run'
     cmd = console_script('accelerate') + ['launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
            '--dynamo_backend', 'no', '--main_process_ip', '127.0.0.1', '--main_process_port', str(free_port()),
-           '-m', 'beit_nb.pretrain', '--demo', '--n-demo', str(N), '--batch-size', str(BS), '--epochs', str(EPOCHS),
+           '-m', 'beit_nb.pretrain', '--preset', 'demo', '--n-demo', str(N), '--batch-size', str(BS), '--epochs', str(EPOCHS),
            '--warmup-epochs', '1', '--save-every', '4', '--keep-checkpoints', '10', '--clip-grad', '0', '--num-workers', '0',
-           '--depth', '2', '--trace', '--inject-nan', f'1:{NAN_BATCH}', '--out', str(out)]
+           '--depth', '2', '--trace', '--inject-nan-batches', f'1:{NAN_BATCH}', '--run-dir', str(out)]
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-6000:]
@@ -31,8 +31,8 @@ def test_two_gloo_processes(run):
     out, _, traces = run
     assert [t['rank'] for t in traces] == [0, 1] and all(t['world_size'] == 2 for t in traces)
     cfg = json.loads((out/'config.json').read_text())
-    assert cfg['distributed_type'] == 'MULTI_CPU' and cfg['world_size'] == 2 and cfg['global_batch'] == 2 * BS
-    assert cfg['peak_lr'] == pytest.approx(1.5e-3 * 2 * BS / 32)      # the demo lr (1.5e-3 at batch 32), scaled to 16
+    assert cfg['run']['distributed_type'] == 'MULTI_CPU' and cfg['run']['world_size'] == 2 and cfg['run']['global_batch'] == 2 * BS
+    assert cfg['run']['peak_lr'] == pytest.approx(1.5e-3 * 2 * BS / 32)      # the demo lr (1.5e-3 at batch 32), scaled to 16
 
 def test_disjoint_shards(run):
     _, _, traces = run

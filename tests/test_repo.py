@@ -26,8 +26,9 @@ def test_console_scripts_resolve():
 
 # The package's layering (DESIGN.md): data flows one way along the core chain, no module imports one later in it,
 # and none imports the demo data (`synthetic`) at module level; attention, app and demo sit on top.
-CHAIN = ['data', 'tokenizer', 'dvae', 'dvae_training', 'masking', 'backbone', 'checkpoint', 'mim', 'training', 'pretrain', 'finetune', 'probe',
-         'segmentation']
+CHAIN = ['data', 'tokenizer', 'dvae', 'dvae_training', 'masking', 'backbone', 'checkpoint', 'classifier', 'seg_data', 'seg_model', 'probe',
+         'mim', 'training', 'recipe', 'pretrain', 'finetune', 'segmentation']
+RECIPES = ['pretrain', 'finetune', 'segmentation']      # side by side on the recipe layer: none imports another
 ON_TOP = ['synthetic', 'attention', 'app', 'demo', 'experiments', 'bench']
 
 def _module_imports(name):
@@ -51,6 +52,12 @@ def test_core_chain_imports_only_earlier_modules():
     for i, m in enumerate(CHAIN):
         later = _module_imports(m) - set(CHAIN[:i])
         assert not later, f'beit_nb.{m} imports {sorted(later)}, which come later in the chain or sit on top of it'
+
+def test_no_recipe_imports_another():
+    for r in RECIPES:
+        others = _module_imports(r) & (set(RECIPES) - {r})
+        assert not others, f'beit_nb.{r} imports the recipe(s) {sorted(others)}: shared code belongs in recipe or below'
+        assert 'recipe' in _module_imports(r), f'beit_nb.{r} does not stand on beit_nb.recipe'
 
 def test_mim_loss_pulls_in_neither_fastai_nor_dall_e():
     code = ("import sys, beit_nb.mim; print(sorted({m.split('.')[0] for m in sys.modules} & {'fastai', 'dall_e'})"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PRETRAIN = [sys.executable, '-m', 'beit_nb.pretrain', '--demo', '--n-demo', '160', '--batch-size', '16', '--epochs', '3',
+PRETRAIN = [sys.executable, '-m', 'beit_nb.pretrain', '--preset', 'demo', '--n-demo', '160', '--batch-size', '16', '--epochs', '3',
             '--warmup-epochs', '1', '--save-every', '4', '--keep-checkpoints', '20', '--num-workers', '0', '--drop-path', '0.1']
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
 STEPS = 3 * (160 // 16)
@@ -22,7 +22,7 @@ def rows(run): return list(csv.DictReader(open(run/'steps.csv')))
 def ckpts(run): return sorted(p.name for p in run.glob('checkpoint-*.pt'))
 
 def run_to_end(out, *extra):
-    r = subprocess.run(PRETRAIN + ['--out', str(out), *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(PRETRAIN + ['--run-dir', str(out), *extra], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return r.stdout + r.stderr
 
@@ -36,7 +36,7 @@ def reference(tmp_path_factory):
 def killed(tmp_path_factory):
     "A run killed by SIGKILL in step 16 (`--kill-at-step`, a testing flag): at a known point, whatever the load."
     out = tmp_path_factory.mktemp('killed')/'run'
-    r = subprocess.run(PRETRAIN + ['--out', str(out), '--kill-at-step', str(KILL_AT)], cwd=ROOT, env=ENV, capture_output=True,
+    r = subprocess.run(PRETRAIN + ['--run-dir', str(out), '--kill-at-step', str(KILL_AT)], cwd=ROOT, env=ENV, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == -signal.SIGKILL, (r.returncode, r.stderr[-4000:])
     return out, ckpts(out), len(rows(out))
@@ -70,11 +70,11 @@ def test_truncated_checkpoint_falls_back(killed, tmp_path):
     assert [int(r['step']) for r in rows(run)] == list(range(1, STEPS + 1))
 
 def test_existing_run_needs_resume_flag(killed):
-    r = subprocess.run(PRETRAIN + ['--out', str(killed[0])], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(PRETRAIN + ['--run-dir', str(killed[0])], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and '--resume auto' in r.stderr
 
 def test_nonfinite_losses_stop_the_run(tmp_path):
-    cmd = PRETRAIN + ['--out', str(tmp_path/'nan'), '--inject-nan', '2,3', '--max-nonfinite', '2', '--epochs', '1']
+    cmd = PRETRAIN + ['--run-dir', str(tmp_path/'nan'), '--inject-nan-batches', '2,3', '--max-nonfinite', '2', '--epochs', '1']
     r = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
     assert 'non-finite loss at batch 2: step skipped (1 so far)' in r.stdout + r.stderr

@@ -1,7 +1,8 @@
 """`beit-segment`: a 2-process CPU (gloo) segmentation run through `accelerate launch` that is killed with SIGKILL at a
 fixed step and resumed with `--resume auto`, ending at the same step with the same loss curve, learning rates and
 validation mIoU as an uninterrupted 2-process run (same data order, joint augmentations and stochastic depth; the
-BatchNorm statistics travel in the checkpoint); then `predict` and `eval` (the `beit-segment` function, in process) on the trained segmentor, and one-line errors.
+BatchNorm statistics travel in the checkpoint; the validation images split over the two processes); then `--predict` and
+`--eval-only` (the `beit-segment` function, in one process) on the trained segmentor, and one-line errors.
 
 Each run: beit_tiny (2 blocks) + UPerNet (32 channels) at 32 px crops on the demo scenes in the ADE20K layout (48
 training / 12 validation, 6 shape classes, background ignored), batch 4 per process (global 8), 12 iterations = 2 passes of 6 steps, drop path 0.1."""
@@ -16,14 +17,14 @@ from helpers import ROOT, console_script, free_port, _entry_point
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
 N, BS, ITERS = 48, 4, 12
 KILL_AT = 9                                   # checkpoints 4, 6 (end of the first pass) and 8 are complete
-ARGS = ['train', '--demo', '--n-demo', str(N), '--depth', '2', '--crop-size', '32', '--stride', '32', '--channels', '32',
+ARGS = ['--preset', 'demo', '--n-demo', str(N), '--depth', '2', '--crop-size', '32', '--stride', '32', '--channels', '32',
         '--aux-channels', '16', '--batch-size', str(BS), '--iters', str(ITERS), '--warmup-iters', '2', '--save-every', '4',
         '--keep-checkpoints', '10', '--num-workers', '0', '--drop-path', '0.1', '--eval-every', '0', '--no-progress']
 
 def launch(out, *extra, wait=True):
     cmd = console_script('accelerate') + ['launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
            '--dynamo_backend', 'no', '--main_process_ip', '127.0.0.1', '--main_process_port', str(free_port()),
-           '-m', 'beit_nb.segmentation', *ARGS, '--out', str(out), *extra]
+           '-m', 'beit_nb.segmentation', *ARGS, '--run-dir', str(out), *extra]
     p = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return finish(p) if wait else p
 
@@ -49,11 +50,14 @@ def reference(runs): return runs[:2]
 def test_two_process_segment(reference):
     out, r = reference
     cfg = json.loads((out/'config.json').read_text())
-    assert cfg['distributed_type'] == 'MULTI_CPU' and cfg['world_size'] == 2 and cfg['global_batch'] == 2 * BS
-    assert cfg['num_classes'] == 6 and cfg['head'] == 'upernet' and cfg['epochs'] == 2 and cfg['steps_per_epoch'] == 6
+    run = cfg['run']
+    assert run['distributed_type'] == 'MULTI_CPU' and run['world_size'] == 2 and run['global_batch'] == 2 * BS
+    assert cfg['num_classes'] == 6 and cfg['head'] == 'upernet' and cfg['schedule'] == 'poly' and cfg['iters'] == ITERS
+    assert run['epochs_run'] == 2 and run['steps_per_epoch'] == 6 and run['total_steps'] == ITERS and run['n_val'] == 12
     assert [int(x['step']) for x in rows(out)] == list(range(1, ITERS + 1))          # rank 0 alone writes the logs
     m = json.loads((out/'metrics.json').read_text())
-    assert m['step'] == ITERS and m['n_val'] == 12 and 0 <= m['mIoU'] <= 1 and r.stdout.count('validation: mIoU') == 1
+    assert m['step'] == ITERS and m['n_val'] == 12 and 0 <= m['mIoU'] <= 1 and r.stdout.count('validation after') == 1   # --eval-every 0: the end only
+    assert [int(x['step']) for x in csv.DictReader(open(out/'val.csv'))] == [ITERS]
 
 def test_resume_after_sigkill(runs):
     ref, _, run, r = runs
@@ -77,16 +81,22 @@ def test_cli_predict_eval_and_errors(reference, tmp_path):
     for f in sorted((ref/'demo_data/ade20k/images/validation').glob('*.jpg'))[:2]: (images/f.name).write_bytes(f.read_bytes())
     from beit_nb.segmentation import beit_segment                          # the console script's function, in this process
     assert _entry_point('beit-segment') == 'beit_nb.segmentation:beit_segment'
-    beit_segment('predict', checkpoint=str(ref/'model.safetensors'), image=str(images), out=str(tmp_path/'pred'))
+    beit_segment(['--predict', str(images), '--checkpoint', str(ref/'model.safetensors'), '--run-dir', str(tmp_path/'pred')])
     labels = sorted((tmp_path/'pred').glob('*_label.png'))
     assert len(labels) == 2 and len(list((tmp_path/'pred').glob('*_overlay.png'))) == 2
     lab = np.array(Image.open(labels[0]))
     assert lab.shape == (64, 64) and lab.max() < 6
-    m = beit_segment('eval', checkpoint=str(ref/'model.safetensors'), data=str(ref/'demo_data/ade20k'), out=str(tmp_path/'eval'))
-    mref = json.loads((ref/'metrics.json').read_text())
-    assert abs(m['mIoU'] - mref['mIoU']) < 1e-9 and json.loads((tmp_path/'eval/eval.json').read_text())['n_val'] == 12
-    for args, msg in ((['predict', '--checkpoint', str(tmp_path/'nope.safetensors'), '--image', str(images)],
+    beit_segment(['--eval-only', '--checkpoint', str(ref/'model.safetensors'), '--data', str(ref/'demo_data/ade20k'), '--run-dir', str(tmp_path/'eval')])
+    m = beit_segment.result                                                # what segment() returned: the evaluation
+    mref = json.loads((ref/'metrics.json').read_text())   # scored by two processes, each on half of the images
+    assert abs(m['mIoU'] - mref['mIoU']) < 1e-9 and abs(m['aAcc'] - mref['aAcc']) < 1e-9
+    assert json.loads((tmp_path/'eval/eval.json').read_text())['n_val'] == 12 and (m['crop_size'], m['stride']) == (32, 32)
+    for args, msg in ((['--predict', str(images), '--checkpoint', str(tmp_path/'nope.safetensors')],
                        f'beit-segment: --checkpoint {tmp_path/"nope.safetensors"}: no such file'),
-                      (['train', '--data', str(tmp_path/'flat')], f'beit-segment: --data {tmp_path/"flat"}: no such folder')):
-        with pytest.raises(SystemExit) as e: beit_segment(args[0], **{a[2:].replace('-', '_'): v for a, v in zip(args[1::2], args[2::2])})
+                      (['--predict', str(tmp_path/'none'), '--checkpoint', str(ref/'model.safetensors')],
+                       f'beit-segment: --predict {tmp_path/"none"}: no such file or folder'),
+                      (['--eval-only', '--checkpoint', str(ref/'model.safetensors'), '--data', str(tmp_path/'flat')],
+                       f'beit-segment: --data {tmp_path/"flat"}: no such folder'),
+                      (['--data', str(tmp_path/'flat')], f'beit-segment: --data {tmp_path/"flat"}: no such folder')):
+        with pytest.raises(SystemExit) as e: beit_segment(args)
         assert str(e.value) == msg
