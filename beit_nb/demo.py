@@ -8,6 +8,7 @@ Docs: https://beit-nb.github.io/beit_nb/demo.html.md"""
 # %% ../nbs/11_demo.ipynb #f7c9c7cd
 from __future__ import annotations
 import csv, importlib.util, json, os, shutil, sys, time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -94,9 +95,10 @@ _RUN_FILES = ('checkpoint-*.pt', 'steps.csv', 'log.csv', 'config.json', 'model.s
 def _previous_run(out:Path, cfg:PretrainConfig, log) -> str|None:
     "'auto' when `out` holds a run of the same config to continue; removes the run files of a different one."
     if not list_checkpoints(out): return None
-    try: old = {k: v for k, v in json.loads((out/'config.json').read_text()).items() if k in cfg.__dataclass_fields__}
+    want = asdict(cfg)                                       # the config's fields, as config.json holds them
+    try: old = {k: v for k, v in json.loads((out/'config.json').read_text()).items() if k in want}
     except Exception: old = None
-    if old == {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}: return 'auto'
+    if old == want: return 'auto'
     log(f'      {out} holds a pretraining run with other settings: starting it over')
     for pat in _RUN_FILES:
         for f in out.glob(pat): f.unlink()

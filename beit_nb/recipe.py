@@ -31,9 +31,9 @@ from .training import (TrainConfig, ResumableSampler, SeededSamples, RunState, N
                        fit_remaining, write_run_config, truncate_csv, append_csv)
 
 # %% auto #0
-__all__ = ['field_help', 'parse_value', 'read_config_file', 'make_config', 'recipe_command', 'default_workers', 'train_loader',
-           'param_groups', 'make_adamw', 'shard', 'reduce_sum', 'Evaluator', 'PeriodicEval', 'Run', 'start_run',
-           'demo_data', 'resumable_learner', 'train_and_save', 'run_path']
+__all__ = ['field_help', 'parse_value', 'read_config_file', 'make_config', 'end_processes', 'recipe_command', 'default_workers',
+           'train_loader', 'param_groups', 'make_adamw', 'shard', 'reduce_sum', 'Evaluator', 'PeriodicEval', 'Run',
+           'start_run', 'demo_data', 'resumable_learner', 'train_and_save', 'run_path']
 
 # %% ../nbs/04c_recipe.ipynb #fd5599ab
 def field_help(cls) -> dict:
@@ -112,6 +112,11 @@ def _add(group, name:str, tp, default, help:str|None, parsers:dict):
     group.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=h, metavar=name.upper())
     return parsers.get(name) or (lambda s: parse_value(s, tp, name))
 
+def end_processes():
+    "After a run under `accelerate launch`: wait for every process, then close the process group (no rank exits while another still talks to it)."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized(): dist.barrier(); dist.destroy_process_group()
+
 class _HelpFormatter(argparse.HelpFormatter):
     "argparse's help, wrapped at spaces only (names such as `base-pt22k-ft22k` or `--no-pixel-norm` stay whole)."
     def _split_lines(self, text, width):
@@ -149,6 +154,7 @@ def recipe_command(cls, main:Callable, prog:str, *more:Callable, skip=('cfg', 'c
         try:
             cfg, a = parse(argv)
             command.result = main(cfg, **a)          # kept for callers in this process (the console script gets None)
+            end_processes()
         except _ERRORS as e:
             msg = str(e)
             if msg.startswith('Exception occured in'): msg = msg.split('\n\t', 1)[-1]   # fastai's wrapper around a callback's error
