@@ -17,6 +17,7 @@ import torch.nn as nn
 from PIL import Image
 from safetensors import safe_open
 import gradio as gr
+from fastcore.basics import patch
 from fastcore.script import call_parse, CliError
 from .data import load_image, tokenizer_transform
 from .synthetic import sample_photos, synthetic_scenes, demo_tokenizer
@@ -65,6 +66,7 @@ def _to_uint8(t:torch.Tensor) -> np.ndarray:
     "Float `[3,H,W]` in [0,1] → uint8 `[H,W,3]`."
     return (t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
 
+# %% ../nbs/09_app.ipynb #35365d0f
 def _draw_mask(img:np.ndarray, mask:np.ndarray, grid_color=(255, 255, 255), fill=(128, 128, 128)) -> np.ndarray:
     "Masked patches of `img` `[S,S,3]` painted grey with a thin outline, patch grid dotted."
     out = img.copy(); S = out.shape[0]; gh, gw = mask.shape
@@ -103,107 +105,123 @@ class Explorer:
         self._cache = OrderedDict()
         self.why_no_reconstruction = self._check_reconstruction()
 
-    def _check_reconstruction(self) -> str|None:
-        if self.tokenizer is None: return 'no tokenizer was given'
-        if not hasattr(self.model, 'lm_head'): return f'{type(self.model).__name__} has no MIM head (lm_head)'
-        g = int(self.tokenizer.grid_size)
-        if (g, g) != tuple(self.grid):
-            return f'the tokenizer gives a {g}×{g} token grid, the model a {self.grid[0]}×{self.grid[1]} patch grid'
-        V, Vm = int(self.tokenizer.vocab_size), self.model.lm_head.out_features
-        if V != Vm: return f'the tokenizer has {V} tokens, the model predicts {Vm}'
-        return None
+# %% ../nbs/09_app.ipynb #7bf7fe0c
+@patch
+def _check_reconstruction(self:Explorer) -> str|None:
+    if self.tokenizer is None: return 'no tokenizer was given'
+    if not hasattr(self.model, 'lm_head'): return f'{type(self.model).__name__} has no MIM head (lm_head)'
+    g = int(self.tokenizer.grid_size)
+    if (g, g) != tuple(self.grid):
+        return f'the tokenizer gives a {g}×{g} token grid, the model a {self.grid[0]}×{self.grid[1]} patch grid'
+    V, Vm = int(self.tokenizer.vocab_size), self.model.lm_head.out_features
+    if V != Vm: return f'the tokenizer has {V} tokens, the model predicts {Vm}'
+    return None
 
-    def head_choices(self) -> list[str]: return list(HEAD_CHOICES) + [str(h) for h in range(self.n_heads)]
+@patch
+def head_choices(self:Explorer) -> list[str]: return list(HEAD_CHOICES) + [str(h) for h in range(self.n_heads)]
 
-    # -- inputs
-    def picture(self, image) -> np.ndarray:
-        "The square uint8 RGB crop the model sees, `[S,S,3]` (S = model input size)."
-        return square_image(_need_image(image), self.size)
+# %% ../nbs/09_app.ipynb #de554200
+@patch
+def picture(self:Explorer, image) -> np.ndarray:
+    "The square uint8 RGB crop the model sees, `[S,S,3]` (S = model input size)."
+    return square_image(_need_image(image), self.size)
 
-    def model_input(self, rgb:np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255)
-        x = (x - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
-        return x[None].to(self.device)
+@patch
+def model_input(self:Explorer, rgb:np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div(255)
+    x = (x - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
+    return x[None].to(self.device)
 
-    def make_mask(self, mask_type:str='blockwise', mask_ratio:float=0.4, min_block:int|None=None, seed:int=0) -> np.ndarray:
-        "A bool `[rows, cols]` mask: blockwise (BEiT's Algorithm 1) or random, `round(mask_ratio·N)` patches, seeded."
-        if mask_type not in ('blockwise', 'random'):
-            raise gr.Error(f"mask_type: expected 'blockwise' or 'random', got {mask_type!r}")
-        if mask_ratio is None or not 0 < float(mask_ratio) < 1: raise gr.Error(f'mask_ratio: expected a number in (0, 1), got {mask_ratio!r}')
-        n = min(self.num_patches - 1, max(1, round(float(mask_ratio) * self.num_patches)))
-        seed = int(seed or 0)
-        if mask_type == 'random': return RandomMaskingGenerator(self.grid, n, seed=seed)()
-        mb = self.default_min_block if min_block is None else int(min_block)
-        if mb < 1: raise gr.Error(f'min_block: expected an int >= 1, got {min_block!r}')
-        try: return MaskingGenerator(self.grid, n, min_num_patches=min(mb, n), seed=seed)()   # no block beyond the budget
-        except ValueError as e: raise gr.Error(str(e)) from None
+# %% ../nbs/09_app.ipynb #ab46b9b0
+@patch
+def make_mask(self:Explorer, mask_type:str='blockwise', mask_ratio:float=0.4, min_block:int|None=None, seed:int=0) -> np.ndarray:
+    "A bool `[rows, cols]` mask: blockwise (BEiT's Algorithm 1) or random, `round(mask_ratio·N)` patches, seeded."
+    if mask_type not in ('blockwise', 'random'):
+        raise gr.Error(f"mask_type: expected 'blockwise' or 'random', got {mask_type!r}")
+    if mask_ratio is None or not 0 < float(mask_ratio) < 1: raise gr.Error(f'mask_ratio: expected a number in (0, 1), got {mask_ratio!r}')
+    n = min(self.num_patches - 1, max(1, round(float(mask_ratio) * self.num_patches)))
+    seed = int(seed or 0)
+    if mask_type == 'random': return RandomMaskingGenerator(self.grid, n, seed=seed)()
+    mb = self.default_min_block if min_block is None else int(min_block)
+    if mb < 1: raise gr.Error(f'min_block: expected an int >= 1, got {min_block!r}')
+    try: return MaskingGenerator(self.grid, n, min_num_patches=min(mb, n), seed=seed)()   # no block beyond the budget
+    except ValueError as e: raise gr.Error(str(e)) from None
 
-    def query_patch(self, x, y) -> tuple[int, int]:
-        "Patch `(row, col)` under pixel `(x, y)` of the `view_size` pictures; the centre patch if x or y is None."
-        gh, gw = self.grid
-        if x is None or y is None: return gh // 2, gw // 2
-        x, y = float(x), float(y)
-        if not (0 <= x < self.view and 0 <= y < self.view):
-            raise gr.Error(f'(x, y) = ({x:g}, {y:g}): expected pixel coordinates inside the {self.view}×{self.view} picture')
-        return int(y * gh // self.view), int(x * gw // self.view)
+# %% ../nbs/09_app.ipynb #017edb14
+@patch
+def query_patch(self:Explorer, x, y) -> tuple[int, int]:
+    "Patch `(row, col)` under pixel `(x, y)` of the `view_size` pictures; the centre patch if x or y is None."
+    gh, gw = self.grid
+    if x is None or y is None: return gh // 2, gw // 2
+    x, y = float(x), float(y)
+    if not (0 <= x < self.view and 0 <= y < self.view):
+        raise gr.Error(f'(x, y) = ({x:g}, {y:g}): expected pixel coordinates inside the {self.view}×{self.view} picture')
+    return int(y * gh // self.view), int(x * gw // self.view)
 
-    # -- the three views
-    def mask(self, image, mask_type='blockwise', mask_ratio=0.4, min_block=None, seed=0):
-        "Masks tab: `(picture with the masked patches greyed, description)`."
-        rgb = self.picture(image)
-        m = self.make_mask(mask_type, mask_ratio, min_block, seed)
-        gh, gw = self.grid
-        txt = (f'**{int(m.sum())} of {m.size} patches masked** ({m.mean():.0%}), {mask_type} masking on the {gh}×{gw} patch grid, '
-               + (f'blocks of ≥ {int(min_block or self.default_min_block)} patches, ' if mask_type == 'blockwise' else '')
-               + f'seed {int(seed or 0)}.')
-        return _draw_mask(_up(rgb, self.view), m), txt
+# %% ../nbs/09_app.ipynb #a2004e28
+@patch
+def mask(self:Explorer, image, mask_type='blockwise', mask_ratio=0.4, min_block=None, seed=0):
+    "Masks tab: `(picture with the masked patches greyed, description)`."
+    rgb = self.picture(image)
+    m = self.make_mask(mask_type, mask_ratio, min_block, seed)
+    gh, gw = self.grid
+    txt = (f'**{int(m.sum())} of {m.size} patches masked** ({m.mean():.0%}), {mask_type} masking on the {gh}×{gw} patch grid, '
+           + (f'blocks of ≥ {int(min_block or self.default_min_block)} patches, ' if mask_type == 'blockwise' else '')
+           + f'seed {int(seed or 0)}.')
+    return _draw_mask(_up(rgb, self.view), m), txt
 
-    def reconstruct(self, image, mask_type='blockwise', mask_ratio=0.4, min_block=None, seed=0):
-        "Reconstruction tab: `(original, tokenizer reconstruction, MIM reconstruction with the masked region outlined, text)`."
-        if self.why_no_reconstruction: raise gr.Error(f'Token reconstructions are not available: {self.why_no_reconstruction}.')
-        rgb = self.picture(image)
-        m = self.make_mask(mask_type, mask_ratio, min_block, seed)
-        # the tokenizer's view of the same crop, Lanczos from the full image as in training (00_data's evaluation path)
-        tok_img = tokenizer_transform(self.tokenizer)(as_pil_image(_need_image(image)))[None].to(self.device)
-        with self.lock, torch.no_grad():
-            r = reconstruct(self.model, self.tokenizer, self.model_input(rgb), tok_img, torch.from_numpy(m)[None].to(self.device))
-        o, t, p = (_up(_to_uint8(r[k][0]), self.view) for k in ('original', 'tokenizer_recon', 'mim_recon'))
-        n = int(m.sum()); acc = float(r['accuracy'])
-        V = int(self.tokenizer.vocab_size)
-        txt = (f'**Masked-token accuracy on this image: {round(acc * n)}/{n} = {acc:.1%}** '
-               f'(vocabulary of {V} tokens: a uniform guess gets {1 / V:.2%}). '
-               f'The MIM picture keeps the tokenizer\'s tokens at visible patches and the model\'s arg-max prediction '
-               f'inside the red outline.')
-        return o, t, _outline(p, m), txt
+# %% ../nbs/09_app.ipynb #2f31e054
+@patch
+def reconstruct(self:Explorer, image, mask_type='blockwise', mask_ratio=0.4, min_block=None, seed=0):
+    "Reconstruction tab: `(original, tokenizer reconstruction, MIM reconstruction with the masked region outlined, text)`."
+    if self.why_no_reconstruction: raise gr.Error(f'Token reconstructions are not available: {self.why_no_reconstruction}.')
+    rgb = self.picture(image)
+    m = self.make_mask(mask_type, mask_ratio, min_block, seed)
+    # the tokenizer's view of the same crop, Lanczos from the full image as in training (00_data's evaluation path)
+    tok_img = tokenizer_transform(self.tokenizer)(as_pil_image(_need_image(image)))[None].to(self.device)
+    with self.lock, torch.no_grad():
+        r = reconstruct(self.model, self.tokenizer, self.model_input(rgb), tok_img, torch.from_numpy(m)[None].to(self.device))
+    o, t, p = (_up(_to_uint8(r[k][0]), self.view) for k in ('original', 'tokenizer_recon', 'mim_recon'))
+    n = int(m.sum()); acc = float(r['accuracy'])
+    V = int(self.tokenizer.vocab_size)
+    txt = (f'**Masked-token accuracy on this image: {round(acc * n)}/{n} = {acc:.1%}** '
+           f'(vocabulary of {V} tokens: a uniform guess gets {1 / V:.2%}). '
+           f'The MIM picture keeps the tokenizer\'s tokens at visible patches and the model\'s arg-max prediction '
+           f'inside the red outline.')
+    return o, t, _outline(p, m), txt
 
-    def attention_maps(self, rgb:np.ndarray) -> torch.Tensor:
-        "`[L, 1, heads, T, T]` for one picture, cached (a few recent pictures)."
-        key = hashlib.sha1(rgb.tobytes()).hexdigest()
-        if key not in self._cache:
-            with self.lock: a = get_attention(self.model, self.model_input(rgb)).cpu()
-            self._cache[key] = a
-            while len(self._cache) > 8: self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
-        return self._cache[key]
+# %% ../nbs/09_app.ipynb #9f5791c1
+@patch
+def attention_maps(self:Explorer, rgb:np.ndarray) -> torch.Tensor:
+    "`[L, 1, heads, T, T]` for one picture, cached (a few recent pictures)."
+    key = hashlib.sha1(rgb.tobytes()).hexdigest()
+    if key not in self._cache:
+        with self.lock: a = get_attention(self.model, self.model_input(rgb)).cpu()
+        self._cache[key] = a
+        while len(self._cache) > 8: self._cache.popitem(last=False)
+    self._cache.move_to_end(key)
+    return self._cache[key]
 
-    def attention(self, image, x=None, y=None, layer=-1, head='mean'):
-        "Attention tab: `(picture with the query patch boxed, its attention map, text)`; `(x, y)` in picture pixels."
-        rgb = self.picture(image)
-        row, col = self.query_patch(x, y)
-        L = self.n_layers
-        layer = int(layer if layer is not None else -1)
-        if not -L <= layer < L: raise gr.Error(f'layer: expected an int in [0, {L}), got {layer}')
-        h = str(head if head is not None else 'mean')
-        if h not in self.head_choices(): raise gr.Error(f'head: expected one of {", ".join(self.head_choices())}, got {head!r}')
-        a = self.attention_maps(rgb)
-        amap = query_map(a, row, col, layer, int(h) if h.isdigit() else h)
-        big = _up(rgb, self.view)
-        q = draw_patch_box(big.copy(), row, col, self.grid, width=max(1, self.view // 128))
-        what = {'mean': 'mean over heads', 'rollout': f'attention rollout through layers 0–{layer % L}'}.get(h, f'head {h}')
-        cls = float(a[layer, 0, :, 1 + row * self.grid[1] + col, 0].mean()) if h != 'rollout' else None
-        txt = (f'Query patch (row {row}, col {col}) · layer {layer % L} · {what}'
-               + (f' · {cls:.0%} of the head-mean attention goes to the CLS token' if cls is not None else ''))
-        return q, overlay(big, amap, query=(row, col)), txt
+# %% ../nbs/09_app.ipynb #bf5eba09
+@patch
+def attention(self:Explorer, image, x=None, y=None, layer=-1, head='mean'):
+    "Attention tab: `(picture with the query patch boxed, its attention map, text)`; `(x, y)` in picture pixels."
+    rgb = self.picture(image)
+    row, col = self.query_patch(x, y)
+    L = self.n_layers
+    layer = int(layer if layer is not None else -1)
+    if not -L <= layer < L: raise gr.Error(f'layer: expected an int in [0, {L}), got {layer}')
+    h = str(head if head is not None else 'mean')
+    if h not in self.head_choices(): raise gr.Error(f'head: expected one of {", ".join(self.head_choices())}, got {head!r}')
+    a = self.attention_maps(rgb)
+    amap = query_map(a, row, col, layer, int(h) if h.isdigit() else h)
+    big = _up(rgb, self.view)
+    q = draw_patch_box(big.copy(), row, col, self.grid, width=max(1, self.view // 128))
+    what = {'mean': 'mean over heads', 'rollout': f'attention rollout through layers 0–{layer % L}'}.get(h, f'head {h}')
+    cls = float(a[layer, 0, :, 1 + row * self.grid[1] + col, 0].mean()) if h != 'rollout' else None
+    txt = (f'Query patch (row {row}, col {col}) · layer {layer % L} · {what}'
+           + (f' · {cls:.0%} of the head-mean attention goes to the CLS token' if cls is not None else ''))
+    return q, overlay(big, amap, query=(row, col)), txt
 
 # %% ../nbs/09_app.ipynb #7c6746c3
 def example_images(folder=None, n_scenes:int=4, photo_size:int=256) -> list[tuple[str, str]]:
@@ -231,6 +249,7 @@ def _quiet(fn, n_out):
         return fn(image, *args)
     return f
 
+# %% ../nbs/09_app.ipynb #02d66f69
 def build_app(model:nn.Module, tokenizer:nn.Module|None=None, examples=None, view_size:int=384, title:str='BEiT explorer',
               description:str='') -> gr.Blocks:
     "The Gradio explorer: Masks, Token reconstructions and Attention tabs over one input image, each also a named API endpoint."
@@ -334,6 +353,7 @@ def find_run_files(run) -> tuple[Path|None, Path|None]:
     ckpt = max(final or ckpts, key=lambda f: (f.stat().st_mtime, f.name)) if ckpts else None
     return ckpt, (toks[0] if toks else None)
 
+# %% ../nbs/09_app.ipynb #b1af1065
 def checkpoint_meta(path) -> dict:
     "The metadata a safetensors checkpoint carries (`beit-pretrain` stores model, vocab_size, img_size); {} otherwise."
     if Path(path).suffix != '.safetensors': return {}
@@ -350,6 +370,7 @@ def open_tokenizer(path, trust_pickle:bool=False):
         return DalleTokenizer.from_files(p / 'encoder.pkl', p / 'decoder.pkl', trust_pickle=trust_pickle)
     return load_tokenizer(p)
 
+# %% ../nbs/09_app.ipynb #0ed015c8
 def open_model(checkpoint, model_name:str|None=None, **kwargs) -> nn.Module:
     "A `BeitForMIM` with the weights of `checkpoint` (ours, official unilm, timm, or a Hugging Face file/folder)."
     import timm

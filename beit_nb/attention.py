@@ -47,6 +47,7 @@ class AttentionRecorder:
         return torch.stack([self.maps[i] for i in range(self.n_layers)])
     def __repr__(self): return f'AttentionRecorder({len(self)}/{self.n_layers} layers recorded)'
 
+# %% ../nbs/08_attention.ipynb #b24119bc
 @contextmanager
 def attention_maps(model:nn.Module, detach:bool=True, device=None):
     "Record every layer's softmax attention (relative position bias included) during forward passes inside the `with` block."
@@ -93,6 +94,7 @@ def model_mean_std(model:nn.Module) -> tuple[tuple, tuple]:
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     return tuple(cfg.get('mean', (0.5, 0.5, 0.5))), tuple(cfg.get('std', (0.5, 0.5, 0.5)))
 
+# %% ../nbs/08_attention.ipynb #9c75d6a8
 def as_pil_image(img) -> Image.Image:
     "Any image — PIL (any mode), numpy `[H,W]`/`[H,W,C]`/`[C,H,W]` (uint8, or floats in [0,1]), a tensor — as an RGB PIL image."
     if isinstance(img, Image.Image): return to_rgb(img)
@@ -110,6 +112,7 @@ def as_pil_image(img) -> Image.Image:
         return to_rgb(Image.fromarray(a))
     raise ValueError(f'as_pil_image: expected a PIL image, numpy array or tensor, got {type(img).__name__}')
 
+# %% ../nbs/08_attention.ipynb #10e49b6d
 def square_image(img, size:int) -> np.ndarray:
     "Any image (PIL, numpy HW/HWC/CHW, any mode) → the centre square the model sees, uint8 RGB `[size, size, 3]`."
     return eval_picture(as_pil_image(img), eval_transform(size))
@@ -137,6 +140,7 @@ def attention_rollout(attn:torch.Tensor, residual:float=0.5, head='mean') -> tor
     for l in range(1, a.shape[0]): r = a[l] @ r
     return r
 
+# %% ../nbs/08_attention.ipynb #5ef07a01
 def _grid_of(n:int, grid=None) -> tuple[int, int]:
     if grid is not None: return tuple(grid)
     s = math.isqrt(n)
@@ -184,6 +188,7 @@ def draw_patch_box(img:np.ndarray, row:int, col:int, grid, color=(0, 255, 255), 
     img[t:b + 1, l:l + width] = c; img[t:b + 1, r - width + 1:r + 1] = c
     return img
 
+# %% ../nbs/08_attention.ipynb #e9816bbc
 def overlay(image:np.ndarray, amap, alpha:float=0.65, cmap:str='inferno', query=None, box_color=(0, 255, 255)) -> np.ndarray:
     "Attention map `amap` `[rows, cols]` coloured and blended onto `image` uint8 `[S,S,3]`; `query=(row, col)` draws its box."
     import matplotlib
@@ -225,6 +230,7 @@ def plot_query_maps(image:np.ndarray, attn:torch.Tensor, queries, layer:int=-1, 
     fig.tight_layout()
     return fig
 
+# %% ../nbs/08_attention.ipynb #e0e48e44
 def plot_heads(image:np.ndarray, attn:torch.Tensor, row:int, col:int, image_index:int=0, size:float=1.5):
     "One query patch across all layers (rows) and heads (columns, then the head mean and the rollout)."
     import matplotlib.pyplot as plt
@@ -240,6 +246,7 @@ def plot_heads(image:np.ndarray, attn:torch.Tensor, row:int, col:int, image_inde
     fig.tight_layout()
     return fig
 
+# %% ../nbs/08_attention.ipynb #c9bff1b3
 def plot_attention_distance(dist:torch.Tensor, ax=None, label:str|None=None, **kw):
     "Mean attention distance `[L, heads]`: one dot per head, layers on the x axis."
     import matplotlib.pyplot as plt

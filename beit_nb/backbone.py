@@ -56,30 +56,35 @@ class BeitForMIM(Beit):
         self.lm_head = nn.Linear(embed_dim, vocab_size, **dd)
         self.init_weights(needs_reset=False)
 
-    @torch.no_grad()
-    def init_weights(self, needs_reset:bool=True):
-        "The official init: truncated normal (std and bound `init_std`), LayerNorm 1/0, blocks' output projections / √(2l); `head` as in fine-tuning."
-        if not hasattr(self, 'lm_head'): return        # called by `Beit.__init__` before the MIM parts exist; we run it after
-        self.apply(partial(self._init_mim_weights, needs_reset=needs_reset))
-        for p in (self.pos_embed, self.cls_token, self.mask_token):
-            if p is not None: official_trunc_normal_(p, self.init_std)
-        self.fix_init_weight()                         # timm's: attn.proj and mlp.fc2 of block l (1-based) divided by √(2l)
-        if isinstance(self.head, nn.Linear) and self.head_init_scale:   # official fine-tuning and timm: N(0, 0.02) × 0.001
-            trunc_normal_(self.head.weight, std=.02); self.head.weight.mul_(self.head_init_scale); nn.init.zeros_(self.head.bias)
+# %% ../nbs/03_backbone.ipynb #17571344
+@patch
+@torch.no_grad()
+def init_weights(self:BeitForMIM, needs_reset:bool=True):
+    "The official init: truncated normal (std and bound `init_std`), LayerNorm 1/0, blocks' output projections / √(2l); `head` as in fine-tuning."
+    if not hasattr(self, 'lm_head'): return        # called by `Beit.__init__` before the MIM parts exist; we run it after
+    self.apply(partial(self._init_mim_weights, needs_reset=needs_reset))
+    for p in (self.pos_embed, self.cls_token, self.mask_token):
+        if p is not None: official_trunc_normal_(p, self.init_std)
+    self.fix_init_weight()                         # timm's: attn.proj and mlp.fc2 of block l (1-based) divided by √(2l)
+    if isinstance(self.head, nn.Linear) and self.head_init_scale:   # official fine-tuning and timm: N(0, 0.02) × 0.001
+        trunc_normal_(self.head.weight, std=.02); self.head.weight.mul_(self.head_init_scale); nn.init.zeros_(self.head.bias)
 
-    def _init_mim_weights(self, m:nn.Module, needs_reset:bool=True):
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            official_trunc_normal_(m.weight, self.init_std)
-            if m.bias is not None: nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
-        elif needs_reset and m is not self and hasattr(m, 'reset_parameters'):
-            m.reset_parameters()                       # timm's: layer scale → init_values, q/v biases and bias tables → 0
+@patch
+def _init_mim_weights(self:BeitForMIM, m:nn.Module, needs_reset:bool=True):
+    if isinstance(m, (nn.Linear, nn.Conv2d)):
+        official_trunc_normal_(m.weight, self.init_std)
+        if m.bias is not None: nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+    elif needs_reset and m is not self and hasattr(m, 'reset_parameters'):
+        m.reset_parameters()                       # timm's: layer scale → init_values, q/v biases and bias tables → 0
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        "The official pretraining model's exemption from weight decay (unilm `VisionTransformerForMaskedImageModeling`); 1-D params and biases are exempt anyway."
-        return {'pos_embed', 'cls_token'}        # timm's `Beit` adds the bias tables; the official code decays them and the mask token
+# %% ../nbs/03_backbone.ipynb #b7bd5687
+@patch
+@torch.jit.ignore
+def no_weight_decay(self:BeitForMIM) -> set:
+    "The official pretraining model's exemption from weight decay (unilm `VisionTransformerForMaskedImageModeling`); 1-D params and biases are exempt anyway."
+    return {'pos_embed', 'cls_token'}        # timm's `Beit` adds the bias tables; the official code decays them and the mask token
 
 # %% ../nbs/03_backbone.ipynb #2dd99376
 @patch
@@ -103,6 +108,7 @@ def mask_patches(self:BeitForMIM, x:torch.Tensor, bool_masked_pos) -> torch.Tens
     w = self._mask_2d(bool_masked_pos, x).unsqueeze(-1).type_as(x)
     return x * (1 - w) + self.mask_token.to(x.dtype) * w
 
+# %% ../nbs/03_backbone.ipynb #55f937f2
 @torch.jit.unused
 def sdpa_layout(bias:torch.Tensor, like:torch.Tensor, align:int=16, pad:bool|None=None) -> torch.Tensor:
     "`bias` `[..., N, N]` in the dtype attention computes in (autocast's, else `like`'s); with `pad` (default: on a GPU) rows `align`-aligned."
@@ -119,6 +125,7 @@ def _sdpa_bias(self:BeitForMIM, bias:torch.Tensor|None, x:torch.Tensor) -> torch
     if bias is None or not self.sdpa_bias or isinstance(x, torch.fx.Proxy): return bias
     return sdpa_layout(bias, x)
 
+# %% ../nbs/03_backbone.ipynb #2aebf790
 @patch
 def forward_features(self:BeitForMIM, x:torch.Tensor, bool_masked_pos:torch.Tensor|None=None) -> torch.Tensor:
     "Normalised hidden states `[B, 1+N, D]`; patch embeddings at `bool_masked_pos` (`[B,N]` or `[B,h,w]`) → mask token."
@@ -147,6 +154,7 @@ def _timm_call_only(x:torch.Tensor, bool_masked_pos:torch.Tensor|None, return_al
     return x
 torch.fx.wrap('_timm_call_only')
 
+# %% ../nbs/03_backbone.ipynb #fc5c77ae
 @patch
 @torch.jit.unused
 def forward_mim(self:BeitForMIM, x:torch.Tensor, bool_masked_pos:torch.Tensor|None=None, return_all_tokens:bool=False) -> torch.Tensor:
@@ -180,6 +188,7 @@ def _mim_cfg(img_size=224, **kwargs) -> dict:
 
 default_cfgs = generate_default_cfgs({n: _mim_cfg(c.get('img_size', 224)) for n, c in MIM_CONFIGS.items()})
 
+# %% ../nbs/03_backbone.ipynb #bfaf03c2
 def _create(name:str, pretrained:bool=False, **kwargs) -> BeitForMIM:
     if pretrained:
         raise ValueError(f'{name}: beit_nb never downloads weights. Create the model with pretrained=False and load a local '
@@ -192,6 +201,7 @@ def _create(name:str, pretrained:bool=False, **kwargs) -> BeitForMIM:
     return build_model_with_cfg(BeitForMIM, name, pretrained=False, pretrained_cfg=cfg,
                                 feature_cfg=dict(out_indices=out_indices, feature_cls='getter'), **args)
 
+# %% ../nbs/03_backbone.ipynb #29a33da3
 @register_model
 def beit_base_patch16_224_8k_vocab(pretrained=False, **kwargs) -> BeitForMIM:
     "BEiT-base for MIM pretraining (ViT-B/16, 8192 visual tokens, layer scale 0.1)."

@@ -46,6 +46,8 @@ HF_BLOCK_KEYS = [
     ('mlp.fc2.bias', 'output.dense.bias', 'mlp.fc2.bias'),
     ('gamma_2', 'lambda_2', 'lambda_2'),
 ]
+
+# %% ../nbs/03b_checkpoints.ipynb #71507ee7
 # timm's fused `attn.qkv.weight` is three projections in HF (the key projection has no bias)
 HF_QKV = {'hf4': ('attention.attention.query.weight', 'attention.attention.key.weight', 'attention.attention.value.weight'),
           'hf5': ('attention.q_proj.weight', 'attention.k_proj.weight', 'attention.v_proj.weight')}
@@ -70,6 +72,7 @@ HF_HEAD_KEYS = [('norm.weight', 'layernorm.weight'), ('norm.bias', 'layernorm.bi
                 ('lm_head.weight', 'lm_head.weight'), ('lm_head.bias', 'lm_head.bias'),
                 ('head.weight', 'classifier.weight'), ('head.bias', 'classifier.bias')]
 
+# %% ../nbs/03b_checkpoints.ipynb #2405cb00
 def detect_layout(sd:Mapping) -> str:
     "Key layout of a state dict: 'official', 'timm', 'hf4' (transformers 4.x) or 'hf5' (transformers 5.x)."
     ks = list(sd)
@@ -121,6 +124,7 @@ def hf_to_timm(sd:Mapping, layout:str|None=None) -> dict:
         if k not in used and not k.endswith('relative_position_index'): out.setdefault(k, v)
     return out
 
+# %% ../nbs/03b_checkpoints.ipynb #369f1fd9
 def timm_to_hf(sd:Mapping, layout:str='5.x') -> dict:
     "Rename a timm/official BEiT state dict to Hugging Face keys (`'5.x'` or `'4.x'` layout), splitting `qkv`."
     layout = _norm_layout(layout); c = _col(layout)
@@ -146,6 +150,7 @@ def timm_to_hf(sd:Mapping, layout:str='5.x') -> dict:
     if left := [k for k in sd if k not in used]: raise ValueError(f'timm_to_hf: no Hugging Face BEiT name for {left[:10]}')
     return out
 
+# %% ../nbs/03b_checkpoints.ipynb #92419b69
 def to_timm(sd:Mapping, layout:str|None=None) -> dict:
     "Any supported layout → timm/official keys (the `relative_position_index` buffers dropped: timm recomputes them)."
     layout = layout or detect_layout(sd)
@@ -177,6 +182,7 @@ def _load_file(fn:Path) -> tuple[dict, dict]:
     if fn.suffix in ('.pth', '.pt', '.bin', '.ckpt'): return _torch_load(fn), {}
     raise ValueError(f'{fn}: unknown checkpoint type {fn.suffix!r}; expected .safetensors, .pth, .pt, .bin or .ckpt')
 
+# %% ../nbs/03b_checkpoints.ipynb #8f172747
 def _grid_from_hf_config(cfg:dict):
     img, p = cfg.get('image_size'), cfg.get('patch_size')
     if img is None or p is None: return None
@@ -244,6 +250,7 @@ def resize_pos_embed(pos_embed:torch.Tensor, new_grid, old_grid=None, num_prefix
     return resample_abs_pos_embed(pos_embed, new_size=list(new_grid), old_size=list(old_grid),
                                   num_prefix_tokens=num_prefix_tokens, interpolation='bicubic', antialias=down)
 
+# %% ../nbs/03b_checkpoints.ipynb #54f9f01a
 def table_offsets(src:int, dst:int, crop:bool=False) -> torch.Tensor:
     "Positions of the `src` offsets (−src//2 … src//2) of one table axis resized to `dst` offsets, as the official code places them."
     n = src // 2
@@ -267,6 +274,7 @@ def _cubic_on_grid(ys:np.ndarray, xs:np.ndarray, z:np.ndarray, ty:np.ndarray, tx
     f = RectBivariateSpline(ys, xs, z, kx=min(3, len(ys) - 1), ky=min(3, len(xs) - 1), s=0)
     return f(ty.clip(ys[0], ys[-1]), tx.clip(xs[0], xs[-1]))     # beyond the last source offset: its value
 
+# %% ../nbs/03b_checkpoints.ipynb #466867a6
 def resize_rel_pos_table(table:torch.Tensor, new_grid, old_grid=None, mode:str='cubic') -> torch.Tensor:
     "Resize a relative position bias table `[(2h-1)(2w-1)+3, heads]` from window `old_grid` (default: square) to `new_grid`."
     if mode not in RESIZE_MODES: raise ValueError(f"mode: expected one of {RESIZE_MODES}, got {mode!r}")
@@ -345,6 +353,7 @@ class LoadResult(_LoadLists):
         return (f'LoadResult(missing={self.missing}, unexpected={self.unexpected}, layout={self.layout!r}, '
                 f'layer_norm_eps={self.layer_norm_eps!r} ({self.eps_source}))')
 
+# %% ../nbs/03b_checkpoints.ipynb #68dcde7c
 def get_layer_norm_eps(model:nn.Module) -> float|None:
     "The eps of `model`'s LayerNorms (None if it has none; an error if they differ)."
     eps = {m.eps for m in model.modules() if isinstance(m, nn.LayerNorm)}
@@ -410,6 +419,7 @@ def load_beit_checkpoint(model:nn.Module, path_or_state_dict, strict:bool=True, 
         for n in r.notes: print(f'{info["name"]}: {n}')
     return r
 
+# %% ../nbs/03b_checkpoints.ipynb #cb067dfa
 def save_beit_checkpoint(model:nn.Module, path, metadata:dict|None=None) -> Path:
     "Save `model.state_dict()` (timm/official names) as safetensors, recording the patch grid and LayerNorm eps in the metadata."
     path = Path(path)
@@ -454,6 +464,7 @@ def hf_config(model:nn.Module) -> dict:
     if has_head: cfg['id2label'] = {str(i): f'LABEL_{i}' for i in range(model.head.out_features)}
     return cfg
 
+# %% ../nbs/03b_checkpoints.ipynb #a0d50c6d
 def export_hf(model:nn.Module, path, layout:str='5.x') -> Path:
     "Write `model` as a Hugging Face BEiT directory: `model.safetensors` (5.x or 4.x key names) and `config.json`."
     layout = _norm_layout(layout)

@@ -48,6 +48,7 @@ class _AnySizeAttention(Attention):
         if self.grid is None or self.grid == tuple(self.window_size): return super()._get_rel_pos_bias()
         return resized_rel_pos_bias(self.relative_position_bias_table, self.window_size, self.grid, self.cache, self.mode).unsqueeze(0)
 
+# %% ../nbs/06_classifier.ipynb #4d72d2ec
 class AnySizeBeit(Beit):
     "timm's `Beit` that takes any image size divisible by the patch size, resizing its position tables on the fly (cached per size)."
     def __init__(self, *args, rel_pos_mode:str='cubic', **kwargs):
@@ -109,6 +110,7 @@ def group_keys(keys) -> str:
         d.setdefault(pre, []).append(last)
     return ', '.join(p + ('.' if p else '') + (v[0] if len(v) == 1 else '{' + ','.join(v) + '}') for p, v in d.items()) or '—'
 
+# %% ../nbs/06_classifier.ipynb #918fe2a1
 @dataclass
 class LoadReport:
     "What `beit_classifier` did with a checkpoint; `str(report)` is the printout."

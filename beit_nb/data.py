@@ -10,6 +10,7 @@ import json, math, os, shutil, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from fastcore.basics import patch
 import numpy as np
 import torch
 from PIL import Image
@@ -39,6 +40,7 @@ def _composite_on_white(rgba:np.ndarray) -> np.ndarray:
     a = rgba[..., 3:4].astype(np.float64) / 255.0
     return np.rint(rgba[..., :3] * a + 255.0 * (1 - a)).astype(np.uint8)
 
+# %% ../nbs/00_data.ipynb #6c79eb15
 def to_rgb(img:Image.Image) -> Image.Image:
     "Convert a PIL image of any mode to 8-bit RGB (alpha composited on white, 16-bit scaled, floats rescaled)."
     m = img.mode
@@ -59,6 +61,7 @@ def to_rgb(img:Image.Image) -> Image.Image:
         except Exception as e: raise ValueError(f'to_rgb: cannot convert PIL mode {m!r} to RGB ({e})') from e
     return Image.fromarray(np.repeat(g[..., None], 3, -1))
 
+# %% ../nbs/00_data.ipynb #02464a4e
 def load_image(path) -> Image.Image:
     "Open the image at `path`, decode it fully, and return it as 8-bit RGB (see `to_rgb`)."
     with Image.open(path) as im:
@@ -85,6 +88,7 @@ def _check_image(path:Path) -> str | None:
     except Exception as e: return f'{type(e).__name__}: {e}'
     return None
 
+# %% ../nbs/00_data.ipynb #23c317cc
 class ImageFiles(torch.utils.data.Dataset):
     "What every image-folder dataset shares (subclass it, as 07's ADE20K set does): a list of files, a header check at construction, robust decoding."
     def _set_files(self, files, verify):
@@ -104,24 +108,27 @@ class ImageFiles(torch.utils.data.Dataset):
     def n_skipped(self) -> int: return len(self.skipped)
     def __len__(self): return len(self._files)
 
-    def _load(self, i:int):
-        "Decode image `i`; on failure remember it, report the first failure once, and fall back to the next good index."
-        n = len(self._files)
-        if not -n <= i < n: raise IndexError(f'{type(self).__name__}: index {i} out of range for {n} images')
-        i %= n
-        for t in range(n):
-            j = (i + t) % n
-            if j in self._bad: continue
-            try: return j, load_image(self._files[j])
-            except Exception as e:
-                self._bad.add(j); self.skipped.append((self._files[j], f'{type(e).__name__}: {e}'))
-                if not self._warned:
-                    self._warned = True
-                    warnings.warn(f'{type(self).__name__}: could not decode {self._files[j]} ({type(e).__name__}: {e}); '
-                                  'using the next image instead. Further failures are counted in `.n_skipped` silently.')
-        raise RuntimeError(f'{type(self).__name__}: none of the {n} images under {self.root} could be decoded '
-                           f'(first failure: {self.skipped[0][0] if self.skipped else "?"})')
+# %% ../nbs/00_data.ipynb #edc31536
+@patch
+def _load(self:ImageFiles, i:int):
+    "Decode image `i`; on failure remember it, report the first failure once, and fall back to the next good index."
+    n = len(self._files)
+    if not -n <= i < n: raise IndexError(f'{type(self).__name__}: index {i} out of range for {n} images')
+    i %= n
+    for t in range(n):
+        j = (i + t) % n
+        if j in self._bad: continue
+        try: return j, load_image(self._files[j])
+        except Exception as e:
+            self._bad.add(j); self.skipped.append((self._files[j], f'{type(e).__name__}: {e}'))
+            if not self._warned:
+                self._warned = True
+                warnings.warn(f'{type(self).__name__}: could not decode {self._files[j]} ({type(e).__name__}: {e}); '
+                              'using the next image instead. Further failures are counted in `.n_skipped` silently.')
+    raise RuntimeError(f'{type(self).__name__}: none of the {n} images under {self.root} could be decoded '
+                       f'(first failure: {self.skipped[0][0] if self.skipped else "?"})')
 
+# %% ../nbs/00_data.ipynb #91705258
 def check_root(root, who:str) -> Path:
     "`root` as a `Path` if it is an existing folder; else a clear error naming `who` and the path."
     root = Path(root)
@@ -153,6 +160,7 @@ def class_folders(root) -> list[str]:
     "The class names of an ImageNet-layout folder: its sub-folders' names, sorted, hidden ones left out (no image is read)."
     return sorted(d.name for d in Path(root).iterdir() if d.is_dir() and not _is_hidden(d.name))
 
+# %% ../nbs/00_data.ipynb #f39ed874
 class ImageFolderDataset(ImageFiles):
     "ImageNet layout `root/<class>/**/<image>`; `ds[i]` is `(transform(rgb_image), label)`. Classes are the sorted folder names."
     def __init__(self, root, transform=None, classes:list[str]|None=None, extensions=IMG_EXTENSIONS, verify:bool=True):
@@ -182,11 +190,15 @@ class ImageFolderDataset(ImageFiles):
         self.samples = [(f, label_of[f]) for f in self._files]
         self.targets = [l for _, l in self.samples]
 
-    def __getitem__(self, i):
-        j, img = self._load(i)
-        return (self.transform(img) if self.transform is not None else img), self.samples[j][1]
-    def __repr__(self):
-        return f'ImageFolderDataset({self.root}, n={len(self)}, classes={len(self.classes)}, skipped={self.n_skipped})'
+# %% ../nbs/00_data.ipynb #a5729a03
+@patch
+def __getitem__(self:ImageFolderDataset, i):
+    j, img = self._load(i)
+    return (self.transform(img) if self.transform is not None else img), self.samples[j][1]
+
+@patch
+def __repr__(self:ImageFolderDataset):
+    return f'ImageFolderDataset({self.root}, n={len(self)}, classes={len(self.classes)}, skipped={self.n_skipped})'
 
 # %% ../nbs/00_data.ipynb #433182a4
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
@@ -195,6 +207,7 @@ def input_mean_std(imagenet_default_mean_and_std:bool=False) -> tuple[tuple, tup
     "The backbone view's normalisation: ImageNet's mean/std, or BEiT's 0.5/0.5 (the official flag's two settings)."
     return (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if imagenet_default_mean_and_std else (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
 
+# %% ../nbs/00_data.ipynb #86b28549
 def _interp(name) -> InterpolationMode:
     if isinstance(name, InterpolationMode): return name
     try: return InterpolationMode(str(name).lower())
@@ -213,6 +226,7 @@ def check_crop_scale(scale, who:str='BeitPretrainTransform') -> list[float]:
         raise ValueError(f'{who}: crop_scale must be a pair (lo, hi) of area fractions with 0 < lo <= hi <= 1, got {scale!r}')
     return [float(scale[0]), float(scale[1])]
 
+# %% ../nbs/00_data.ipynb #3d059d9a
 class BeitPretrainTransform:
     "BEiT pre-training augmentation: PIL image -> `(view1 normalised [3,H,W], view2 in [0,1] [3,h,w])` (+ `masking()` if given)."
     def __init__(self, input_size=224, second_input_size=112, mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD,
@@ -229,29 +243,35 @@ class BeitPretrainTransform:
         if hflip: pre.append(v2.RandomHorizontalFlip(hflip))
         self.pre = v2.Compose(pre) if pre else v2.Identity()
 
-    def get_params(self, img:Image.Image):
-        "Draw one crop box `(top, left, height, width)` (torch RNG), as `RandomResizedCrop` would."
-        return T.RandomResizedCrop.get_params(img, self.scale, self.ratio)
+# %% ../nbs/00_data.ipynb #f9314aeb
+@patch
+def get_params(self:BeitPretrainTransform, img:Image.Image):
+    "Draw one crop box `(top, left, height, width)` (torch RNG), as `RandomResizedCrop` would."
+    return T.RandomResizedCrop.get_params(img, self.scale, self.ratio)
 
-    def crop_views(self, img:Image.Image, box):
-        "Resize the crop `box` of `img` to both output sizes: two PIL images."
-        i, j, h, w = box
-        return (TF.resized_crop(img, i, j, h, w, list(self.input_size), self.interpolation, antialias=True),
-                TF.resized_crop(img, i, j, h, w, list(self.second_input_size), self.second_interpolation, antialias=True))
+@patch
+def crop_views(self:BeitPretrainTransform, img:Image.Image, box):
+    "Resize the crop `box` of `img` to both output sizes: two PIL images."
+    i, j, h, w = box
+    return (TF.resized_crop(img, i, j, h, w, list(self.input_size), self.interpolation, antialias=True),
+            TF.resized_crop(img, i, j, h, w, list(self.second_input_size), self.second_interpolation, antialias=True))
 
-    def __call__(self, img:Image.Image):
-        if not isinstance(img, Image.Image): raise TypeError(f'BeitPretrainTransform expects a PIL image, got {type(img).__name__}')
-        if img.mode != 'RGB': img = to_rgb(img)
-        img = self.pre(img)
-        a, b = self.crop_views(img, self.get_params(img))
-        view1 = TF.normalize(TF.to_dtype(TF.to_image(a), torch.float32, scale=True), self.mean, self.std).as_subclass(torch.Tensor)
-        view2 = TF.to_dtype(TF.to_image(b), torch.float32, scale=True).as_subclass(torch.Tensor)
-        return (view1, view2) if self.masking is None else (view1, view2, self.masking())
+# %% ../nbs/00_data.ipynb #873fc586
+@patch
+def __call__(self:BeitPretrainTransform, img:Image.Image):
+    if not isinstance(img, Image.Image): raise TypeError(f'BeitPretrainTransform expects a PIL image, got {type(img).__name__}')
+    if img.mode != 'RGB': img = to_rgb(img)
+    img = self.pre(img)
+    a, b = self.crop_views(img, self.get_params(img))
+    view1 = TF.normalize(TF.to_dtype(TF.to_image(a), torch.float32, scale=True), self.mean, self.std).as_subclass(torch.Tensor)
+    view2 = TF.to_dtype(TF.to_image(b), torch.float32, scale=True).as_subclass(torch.Tensor)
+    return (view1, view2) if self.masking is None else (view1, view2, self.masking())
 
-    def __repr__(self):
-        return (f'BeitPretrainTransform(input_size={self.input_size}, second_input_size={self.second_input_size}, '
-                f'mean={self.mean}, std={self.std}, color_jitter={self.color_jitter}, scale={self.scale}, '
-                f'interpolation={self.interpolation.value}/{self.second_interpolation.value}, masking={self.masking!r})')
+@patch
+def __repr__(self:BeitPretrainTransform):
+    return (f'BeitPretrainTransform(input_size={self.input_size}, second_input_size={self.second_input_size}, '
+            f'mean={self.mean}, std={self.std}, color_jitter={self.color_jitter}, scale={self.scale}, '
+            f'interpolation={self.interpolation.value}/{self.second_interpolation.value}, masking={self.masking!r})')
 
 # %% ../nbs/00_data.ipynb #a308b42a
 def eval_transform(input_size, mean=IMAGENET_INCEPTION_MEAN, std=IMAGENET_INCEPTION_STD, crop_pct:float=1.0,

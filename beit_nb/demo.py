@@ -23,7 +23,8 @@ from .masking import MaskingGenerator
 from .mim import reconstruct, mask_overlay
 from .pretrain import PretrainConfig, pretrain, heldout_views, heldout_set
 from .mim import evaluate_mim
-from .training import SeededSamples, list_checkpoints
+from .training import SeededSamples
+from .run_files import list_checkpoints
 
 # %% auto #0
 __all__ = ['plot_loss', 'plot_masks', 'plot_reconstructions', 'run_demo', 'beit_demo']
@@ -52,6 +53,7 @@ def _to_img(t:torch.Tensor, mean=(0.5,) * 3, std=(0.5,) * 3) -> np.ndarray:
     x = t.detach().float().cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     return x.clamp(0, 1).permute(1, 2, 0).numpy()
 
+# %% ../nbs/11_demo.ipynb #8aade982
 def plot_masks(images, cfg:PretrainConfig, grid=(8, 8), n:int=6, seed:int=0):
     "Training samples of `images` (PIL): augmented view 1, its blockwise mask on the patch `grid`, and the tokenizer's view 2."
     tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter,
@@ -104,6 +106,7 @@ def _previous_run(out:Path, cfg:PretrainConfig, log) -> str|None:
         for f in out.glob(pat): f.unlink()
     return None
 
+# %% ../nbs/11_demo.ipynb #9170b576
 def run_demo(out='runs/demo', epochs:int=15, n_train:int=1200, n_val:int=200, seed:int=0, app:bool=False,
              progress:bool|None=None, threads:int|None=None, log=print) -> dict:
     "Demo data → demo tokenizer → BEiT pretraining → held-out masked-token accuracy and figures, in the run folder `out`."
@@ -115,6 +118,7 @@ def run_demo(out='runs/demo', epochs:int=15, n_train:int=1200, n_val:int=200, se
         return _run_demo(Path(out), epochs, n_train, n_val, seed, app, progress, log)
     finally: torch.set_num_threads(prev)
 
+# %% ../nbs/11_demo.ipynb #6ad186f7
 def _run_demo(out:Path, epochs, n_train, n_val, seed, app, progress, log) -> dict:
     out.mkdir(parents=True, exist_ok=True); t0 = time.time()
     el = lambda: f'({time.time() - t0:.0f} s)'

@@ -58,89 +58,111 @@ class DiscreteVAE(nn.Module):
         self.register_buffer('_mean', torch.tensor(self.normalization[0]).view(1, -1, 1, 1), persistent=False)
         self.register_buffer('_std', torch.tensor(self.normalization[1]).view(1, -1, 1, 1), persistent=False)
 
-    # --- the Tokenizer protocol
-    @property
-    def vocab_size(self) -> int: return self.num_tokens
-    @property
-    def input_size(self) -> int: return self.image_size
-    @property
-    def grid_size(self) -> int: return self.image_size // 2 ** self.num_layers
-    def normalize(self, x): return (x - self._mean) / self._std
-    def denormalize(self, x): return x * self._std + self._mean
+# %% ../nbs/01b_dvae.ipynb #78cf86f7
+@patch(as_prop=True)
+def vocab_size(self:DiscreteVAE) -> int: return self.num_tokens
+@patch(as_prop=True)
+def input_size(self:DiscreteVAE) -> int: return self.image_size
+@patch(as_prop=True)
+def grid_size(self:DiscreteVAE) -> int: return self.image_size // 2 ** self.num_layers
 
-    @torch.no_grad()
-    def encode(self, images:torch.Tensor) -> torch.Tensor:
-        "Token ids `[B,h,w]` of images `[B,C,H,W]` in [0,1] (normalised here, then `get_codebook_indices`)."
-        x = check_images(images, self.image_size, self.channels, 'DiscreteVAE.encode')
-        return self.get_codebook_indices(self.normalize(x))
+@patch
+def normalize(self:DiscreteVAE, x): return (x - self._mean) / self._std
+@patch
+def denormalize(self:DiscreteVAE, x): return x * self._std + self._mean
 
-    @torch.no_grad()
-    def decode(self, ids:torch.Tensor) -> torch.Tensor:
-        "Images in [0,1] from token ids `[B,h,w]`."
-        ids = check_ids(ids, self.num_tokens, 'DiscreteVAE.decode')
-        return self.denormalize(self.decode_raw(ids).float()).clamp(0, 1)
+# %% ../nbs/01b_dvae.ipynb #d9e66478
+@patch
+@torch.no_grad()
+def encode(self:DiscreteVAE, images:torch.Tensor) -> torch.Tensor:
+    "Token ids `[B,h,w]` of images `[B,C,H,W]` in [0,1] (normalised here, then `get_codebook_indices`)."
+    x = check_images(images, self.image_size, self.channels, 'DiscreteVAE.encode')
+    return self.get_codebook_indices(self.normalize(x))
 
-    # --- the official API (normalised images)
-    def get_image_size(self): return self.image_size
-    def get_image_tokens_size(self): return self.grid_size
+@patch
+@torch.no_grad()
+def decode(self:DiscreteVAE, ids:torch.Tensor) -> torch.Tensor:
+    "Images in [0,1] from token ids `[B,h,w]`."
+    ids = check_ids(ids, self.num_tokens, 'DiscreteVAE.decode')
+    return self.denormalize(self.decode_raw(ids).float()).clamp(0, 1)
 
-    @torch.no_grad()
-    def _eval_logits(self, images:torch.Tensor) -> torch.Tensor:
-        "Encoder logits `[B,vocab,h,w]` of *normalised* images in eval mode (the mode is restored afterwards)."
-        with eval_mode(self): return self(images, return_logits=True)
+# %% ../nbs/01b_dvae.ipynb #d02432b2
+@patch
+def get_image_size(self:DiscreteVAE): return self.image_size
 
-    def get_codebook_indices(self, images:torch.Tensor) -> torch.Tensor:
-        "Official: argmax token ids `[B,h,w]` of *normalised* images."
-        return self._eval_logits(images).argmax(dim=1)
+@patch
+def get_image_tokens_size(self:DiscreteVAE): return self.grid_size
 
-    def get_codebook_probs(self, images:torch.Tensor) -> torch.Tensor:
-        "Official: softmax over the vocabulary `[B,vocab,h,w]` of normalised images."
-        return self._eval_logits(images).softmax(dim=1)
+@patch
+@torch.no_grad()
+def _eval_logits(self:DiscreteVAE, images:torch.Tensor) -> torch.Tensor:
+    "Encoder logits `[B,vocab,h,w]` of *normalised* images in eval mode (the mode is restored afterwards)."
+    with eval_mode(self): return self(images, return_logits=True)
 
-    def decode_raw(self, img_seq:torch.Tensor) -> torch.Tensor:
-        "Official `decode`: ids `[B,h*w]` (or `[B,h,w]`) -> decoder output in the normalised pixel space."
-        emb = self.codebook(img_seq)
-        if emb.dim() == 3:
-            b, n, d = emb.shape
-            side = math.isqrt(n); emb = emb.view(b, side, side, d)
-        return self.decoder(emb.permute(0, 3, 1, 2))
+@patch
+def get_codebook_indices(self:DiscreteVAE, images:torch.Tensor) -> torch.Tensor:
+    "Official: argmax token ids `[B,h,w]` of *normalised* images."
+    return self._eval_logits(images).argmax(dim=1)
 
-    def forward_train(self, img:torch.Tensor, temp:float|None=None):
-        "Normalised images -> `(reconstruction, logits)` through a Gumbel-softmax sample of the codebook."
-        logits = self.encoder(img)
-        soft_one_hot = F.gumbel_softmax(logits, tau=self.temperature if temp is None else temp, dim=1, hard=self.straight_through)
-        sampled = torch.einsum('bnhw,nd->bdhw', soft_one_hot, self.codebook.weight)
-        return self.decoder(sampled), logits
+@patch
+def get_codebook_probs(self:DiscreteVAE, images:torch.Tensor) -> torch.Tensor:
+    "Official: softmax over the vocabulary `[B,vocab,h,w]` of normalised images."
+    return self._eval_logits(images).softmax(dim=1)
 
-    def kl_div(self, logits:torch.Tensor) -> torch.Tensor:
-        "KL(q(z|x) || uniform), summed over batch, positions and vocabulary (as the official code computes it)."
-        log_qy = torch.log(logits.flatten(2).transpose(1, 2).softmax(-1) + 1e-10)
-        return (log_qy.exp() * (log_qy + math.log(logits.shape[1]))).sum()
+# %% ../nbs/01b_dvae.ipynb #b42569e8
+@patch
+def decode_raw(self:DiscreteVAE, img_seq:torch.Tensor) -> torch.Tensor:
+    "Official `decode`: ids `[B,h*w]` (or `[B,h,w]`) -> decoder output in the normalised pixel space."
+    emb = self.codebook(img_seq)
+    if emb.dim() == 3:
+        b, n, d = emb.shape
+        side = math.isqrt(n); emb = emb.view(b, side, side, d)
+    return self.decoder(emb.permute(0, 3, 1, 2))
 
-    def compute_loss(self, img:torch.Tensor, recon:torch.Tensor, logits:torch.Tensor) -> torch.Tensor:
-        "Official loss: reconstruction (MSE or smooth-L1, normalised space) + `kl_div_loss_weight` * KL."
-        loss = (F.smooth_l1_loss if self.smooth_l1_loss else F.mse_loss)(img, recon)
-        return loss + self.kl_div(logits) * self.kl_div_loss_weight if self.kl_div_loss_weight else loss
+# %% ../nbs/01b_dvae.ipynb #dab00b6c
+@patch
+def forward_train(self:DiscreteVAE, img:torch.Tensor, temp:float|None=None):
+    "Normalised images -> `(reconstruction, logits)` through a Gumbel-softmax sample of the codebook."
+    logits = self.encoder(img)
+    soft_one_hot = F.gumbel_softmax(logits, tau=self.temperature if temp is None else temp, dim=1, hard=self.straight_through)
+    sampled = torch.einsum('bnhw,nd->bdhw', soft_one_hot, self.codebook.weight)
+    return self.decoder(sampled), logits
 
-    def forward(self, img, return_loss=False, return_recons=False, return_logits=False, temp=None):
-        "Official forward on normalised images: reconstruction, or `loss`, `(loss, recon)`, or the encoder logits."
-        if img.shape[-1] != self.image_size or img.shape[-2] != self.image_size:
-            raise ValueError(f'DiscreteVAE: input must be {self.image_size}x{self.image_size}, got {tuple(img.shape[-2:])}')
-        if return_logits: return self.encoder(img)
-        out, logits = self.forward_train(img, temp)
-        if not return_loss: return out
-        loss = self.compute_loss(img, out, logits)
-        return (loss, out) if return_recons else loss
+@patch
+def kl_div(self:DiscreteVAE, logits:torch.Tensor) -> torch.Tensor:
+    "KL(q(z|x) || uniform), summed over batch, positions and vocabulary (as the official code computes it)."
+    log_qy = torch.log(logits.flatten(2).transpose(1, 2).softmax(-1) + 1e-10)
+    return (log_qy.exp() * (log_qy + math.log(logits.shape[1]))).sum()
 
-    @property
-    def config(self) -> dict:
-        return dict(type='DiscreteVAE', image_size=self.image_size, num_tokens=self.num_tokens, codebook_dim=self.codebook_dim,
-                    num_layers=self.num_layers, hidden_dim=self.hidden_dim, channels=self.channels,
-                    num_resnet_blocks=self.num_resnet_blocks, smooth_l1_loss=self.smooth_l1_loss, temperature=self.temperature,
-                    straight_through=self.straight_through, kl_div_loss_weight=self.kl_div_loss_weight,
-                    normalization=[list(self.normalization[0]), list(self.normalization[1])])
+@patch
+def compute_loss(self:DiscreteVAE, img:torch.Tensor, recon:torch.Tensor, logits:torch.Tensor) -> torch.Tensor:
+    "Official loss: reconstruction (MSE or smooth-L1, normalised space) + `kl_div_loss_weight` * KL."
+    loss = (F.smooth_l1_loss if self.smooth_l1_loss else F.mse_loss)(img, recon)
+    return loss + self.kl_div(logits) * self.kl_div_loss_weight if self.kl_div_loss_weight else loss
 
-    def extra_repr(self): return f'vocab_size={self.vocab_size}, input_size={self.input_size}, grid_size={self.grid_size}'
+# %% ../nbs/01b_dvae.ipynb #3a9e635b
+@patch
+def forward(self:DiscreteVAE, img, return_loss=False, return_recons=False, return_logits=False, temp=None):
+    "Official forward on normalised images: reconstruction, or `loss`, `(loss, recon)`, or the encoder logits."
+    if img.shape[-1] != self.image_size or img.shape[-2] != self.image_size:
+        raise ValueError(f'DiscreteVAE: input must be {self.image_size}x{self.image_size}, got {tuple(img.shape[-2:])}')
+    if return_logits: return self.encoder(img)
+    out, logits = self.forward_train(img, temp)
+    if not return_loss: return out
+    loss = self.compute_loss(img, out, logits)
+    return (loss, out) if return_recons else loss
+
+# %% ../nbs/01b_dvae.ipynb #44dbca89
+@patch(as_prop=True)
+def config(self:DiscreteVAE) -> dict:
+    return dict(type='DiscreteVAE', image_size=self.image_size, num_tokens=self.num_tokens, codebook_dim=self.codebook_dim,
+                num_layers=self.num_layers, hidden_dim=self.hidden_dim, channels=self.channels,
+                num_resnet_blocks=self.num_resnet_blocks, smooth_l1_loss=self.smooth_l1_loss, temperature=self.temperature,
+                straight_through=self.straight_through, kl_div_loss_weight=self.kl_div_loss_weight,
+                normalization=[list(self.normalization[0]), list(self.normalization[1])])
+
+@patch
+def extra_repr(self:DiscreteVAE): return f'vocab_size={self.vocab_size}, input_size={self.input_size}, grid_size={self.grid_size}'
 
 # %% ../nbs/01b_dvae.ipynb #bfa43915
 @patch

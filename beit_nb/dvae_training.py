@@ -34,6 +34,7 @@ def _find_vae(model) -> DiscreteVAE:
         if isinstance(m, DiscreteVAE): return m
     raise TypeError(f'no DiscreteVAE inside {type(model).__name__}')
 
+# %% ../nbs/01c_dvae_training.ipynb #af13182e
 class TemperatureAnneal(Callback):
     "Set the Gumbel-softmax temperature to `max(tau_min, tau0 * exp(-rate * step))` before each training batch."
     order = 0
@@ -89,6 +90,7 @@ class DVAELoss:
     def __init__(self, vae:DiscreteVAE): self.vae = vae
     def __call__(self, pred, target): return self.vae.compute_loss(self.vae.normalize(target), *pred)
 
+# %% ../nbs/01c_dvae_training.ipynb #1e189a16
 class TokenPSNR(Metric):
     "PSNR (dB, pixels in [0,1]) of the hard round trip `decode(encode(x))` over the validation set."
     def reset(self): self.se, self.n = 0., 0
@@ -101,6 +103,7 @@ class TokenPSNR(Metric):
     @property
     def name(self): return 'token_psnr'
 
+# %% ../nbs/01c_dvae_training.ipynb #daaf4646
 class _Pairs(torch.utils.data.Dataset):
     "(x, x) pairs for an autoencoder, with a random horizontal flip of probability `flip`."
     def __init__(self, items, flip:float=0.): self.items, self.flip = items, flip
@@ -155,6 +158,7 @@ class _Subset(torch.utils.data.Dataset):
     def __len__(self): return len(self.idx)
     def __getitem__(self, i): return self.transform(self.ds[self.idx[i]])
 
+# %% ../nbs/01c_dvae_training.ipynb #0df234e5
 @call_parse
 def beit_train_tokenizer(
     data:str,                     # folder of images to train on (searched recursively)

@@ -32,6 +32,7 @@ VARIANTS = {   # arm: pretraining options (None: no pretraining, the from-scratc
     'scratch':          None,
 }
 
+# %% ../nbs/06c_experiments.ipynb #eeed2bdf
 @dataclass
 class ExperimentConfig:
     "Every number of the small-scale reproduction (defaults: the run reported in 06c)."
@@ -95,6 +96,7 @@ def _cached(path:Path, settings:dict) -> dict | None:
     r = json.loads(path.read_text())
     return r if r.get('settings') == settings else None
 
+# %% ../nbs/06c_experiments.ipynb #61bc2824
 def _pretrain_cfg(arm:str, cfg:ExperimentConfig):
     return PretrainConfig.from_preset('demo', epochs=cfg.pretrain_epochs, warmup_epochs=max(1, cfg.pretrain_epochs // 10) if cfg.pretrain_epochs > 1 else 0,
                        lr=cfg.pretrain_lr, crop_scale=cfg.crop_scale, seed=0, save_every=500, **VARIANTS[arm])
@@ -120,6 +122,7 @@ def pretrain_arm(arm:str, cfg:ExperimentConfig, root, log=print) -> dict:
     (run/'result.json').write_text(json.dumps(res, indent=1))
     return res
 
+# %% ../nbs/06c_experiments.ipynb #59ce4bd9
 def finetune_arm(arm:str, seed:int, cfg:ExperimentConfig, root, log=print) -> dict:
     "Fine-tune (or reuse) `arm` for `seed` on `root/labelled`; held-out top-1 at the end and after every epoch."
     root = Path(root); run = root/'finetune'/f'{arm}-seed{seed}'; settings = stage_settings(cfg, 'finetune')
@@ -142,12 +145,13 @@ def probe_arm(arm:str, cfg:ExperimentConfig, root, log=print):
     root = Path(root); out = root/'probe'/f'{arm}.json'; settings = stage_settings(cfg, 'probe')
     if r := _cached(out, settings): return pd.DataFrame(r['table'])
     ck = None if arm == 'random-init' else pretrain_arm(arm, cfg, root, log)['checkpoint']
-    table, _ = probe_folder(root/'labelled', ck, model='beit_tiny_patch8_64_8k_vocab', input_size=64, blocks='all',
+    table, _ = probe_folder(root/'labelled', ck, model_name='beit_tiny_patch8_64_8k_vocab', input_size=64, blocks='all',
                             pools=('mean', 'cls+mean'), crop_pct=1.0, verbose=False)
     table.insert(0, 'arm', arm); out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(settings=settings, table=table.to_dict('records')), indent=1))
     return table
 
+# %% ../nbs/06c_experiments.ipynb #b5ad193f
 def summarize(results:list[dict]):
     "Mean ± std of held-out top-1 per arm over its seeds, as a `DataFrame` (arms in `VARIANTS` order)."
     import pandas as pd

@@ -20,7 +20,8 @@ from fastai.learner import Learner
 from fastai.callback.core import Callback, TrainEvalCallback
 from .data import ImageFolderDataset, class_folders, eval_transform, input_mean_std, check_crop_scale, eval_mode
 from .classifier import AnySizeBeit, beit_classifier, group_keys
-from .training import TrainConfig, SeededSamples, Checkpointer, make_accelerator, mix_seed
+from .training import TrainConfig, SeededSamples, make_accelerator, mix_seed
+from .run_files import Checkpointer
 from .recipe import (Run, start_run, demo_data, resumable_learner, train_and_save, recipe_command, shard, reduce_sum, Evaluator,
                             default_workers)
 
@@ -33,19 +34,6 @@ __all__ = ['beit_finetune', 'FinetuneConfig', 'finetune_transform', 'OnImage', '
 @dataclass
 class FinetuneConfig(TrainConfig):
     "Every number of the BEiT fine-tuning recipe; defaults are the official ones for a self-supervised base checkpoint."
-    presets = {   # the official README's commands (8 GPUs; lr quoted at the README's global batch), and the demo
-        'base-pt22k':        dict(model_name='beit_base_patch16_224', lr=4e-3, base_batch=1024, epochs=100, warmup_epochs=20,
-                                  layer_decay=0.65, drop_path=0.1, weight_decay=0.05, mixup=0.8, cutmix=1.0),
-        'large-pt22k':       dict(model_name='beit_large_patch16_224', lr=1e-3, base_batch=1024, epochs=50, warmup_epochs=5,
-                                  layer_decay=0.75, drop_path=0.2, weight_decay=0.05, mixup=0.8, cutmix=1.0),
-        'base-pt22k-ft22k':  dict(model_name='beit_base_patch16_224', lr=2e-5, base_batch=512, epochs=30, warmup_epochs=5,
-                                  layer_decay=0.85, drop_path=0.1, weight_decay=1e-8, mixup=0., cutmix=0.),
-        'large-pt22k-ft22k': dict(model_name='beit_large_patch16_224', lr=2e-5, base_batch=512, epochs=30, warmup_epochs=5,
-                                  layer_decay=0.9, drop_path=0.4, weight_decay=1e-8, mixup=0., cutmix=0.),
-        'demo':              dict(model_name='beit_tiny_patch8_64_8k_vocab', input_size=64, crop_pct=1.0, epochs=10, warmup_epochs=1,
-                                  batch_size=32, lr=2e-3, base_batch=32, layer_decay=0.75, drop_path=0., mixup=0., cutmix=0., reprob=0.,
-                                  num_workers=0, save_every=50, n_demo=600),   # the bundled demo folders, on a CPU
-    }
     model_name: str = 'beit_base_patch16_224'  # timm BEiT name, or one of our *_8k_vocab architectures
     depth: int | None = None              # override the model's number of blocks (tests)
     num_classes: int | None = None        # classes of the head; none: the class folders of DATA/train
@@ -95,6 +83,21 @@ class FinetuneConfig(TrainConfig):
         if self.crop_pct is not None and not 0 < self.crop_pct <= 1: self._bad('crop_pct', 'None or in (0, 1]')
         self.crop_scale = check_crop_scale(self.crop_scale, type(self).__name__)
 
+# %% ../nbs/06a_finetune.ipynb #4897722c
+FinetuneConfig.presets = {   # the official README's commands (8 GPUs; lr quoted at the README's global batch), and the demo
+    'base-pt22k':        dict(model_name='beit_base_patch16_224', lr=4e-3, base_batch=1024, epochs=100, warmup_epochs=20,
+                              layer_decay=0.65, drop_path=0.1, weight_decay=0.05, mixup=0.8, cutmix=1.0),
+    'large-pt22k':       dict(model_name='beit_large_patch16_224', lr=1e-3, base_batch=1024, epochs=50, warmup_epochs=5,
+                              layer_decay=0.75, drop_path=0.2, weight_decay=0.05, mixup=0.8, cutmix=1.0),
+    'base-pt22k-ft22k':  dict(model_name='beit_base_patch16_224', lr=2e-5, base_batch=512, epochs=30, warmup_epochs=5,
+                              layer_decay=0.85, drop_path=0.1, weight_decay=1e-8, mixup=0., cutmix=0.),
+    'large-pt22k-ft22k': dict(model_name='beit_large_patch16_224', lr=2e-5, base_batch=512, epochs=30, warmup_epochs=5,
+                              layer_decay=0.9, drop_path=0.4, weight_decay=1e-8, mixup=0., cutmix=0.),
+    'demo':              dict(model_name='beit_tiny_patch8_64_8k_vocab', input_size=64, crop_pct=1.0, epochs=10, warmup_epochs=1,
+                              batch_size=32, lr=2e-3, base_batch=32, layer_decay=0.75, drop_path=0., mixup=0., cutmix=0., reprob=0.,
+                              num_workers=0, save_every=50, n_demo=600),   # the bundled demo folders, on a CPU
+}
+
 # %% ../nbs/06a_finetune.ipynb #b68edc39
 def finetune_transform(cfg:FinetuneConfig, train:bool=True):
     "timm's training `create_transform` of the recipe (`train`), or the evaluation resize + centre crop."
@@ -109,6 +112,7 @@ class OnImage:
     def __init__(self, tfm): self.tfm = tfm
     def __call__(self, sample): return self.tfm(sample[0]), sample[1]
 
+# %% ../nbs/06a_finetune.ipynb #1de33c53
 def make_mixup(cfg:FinetuneConfig, num_classes:int) -> Mixup | None:
     "timm's `Mixup` of the recipe, or None when Mixup and CutMix are both off."
     if not cfg.mixup_active: return None
@@ -145,6 +149,7 @@ def finetune_datasets(cfg:FinetuneConfig, data) -> tuple:
     val = ImageFolderDataset(root/'val', transform=finetune_transform(cfg, train=False), classes=train.classes)
     return train, SeededSamples(train, OnImage(finetune_transform(cfg, train=True)), cfg.seed), val
 
+# %% ../nbs/06a_finetune.ipynb #b1f70590
 def finetune_learner(cfg:FinetuneConfig,
                      data:str|None=None,           # image folder with train/<class>/* and val/<class>/* (ImageNet layout)
                      checkpoint:str|None=None,     # BEiT checkpoint to start from (ours, official, timm, HF 4.x/5.x; file or HF folder); none: random init
@@ -203,6 +208,7 @@ def classification_evaluator(val, cfg:FinetuneConfig, accel=None, k:int=5) -> Ev
     return Evaluator(lambda m: evaluate_classifier(m, val, k, cfg.batch_size, nw, accel), ('top1', 'top5', 'loss'),
                      lambda m: f'top-1 {m["top1"]:.2%}  top-{m["top5_k"]} {m["top5"]:.2%}  loss {m["loss"]:.4f}  ({m["n_val"]} images)')
 
+# %% ../nbs/06a_finetune.ipynb #88eafaa6
 def finetune(cfg:FinetuneConfig,
              eval_only:bool=False,        # only score --checkpoint, a fine-tuned classifier, on DATA/val (official --eval); writes RUN_DIR/eval.json
              **kw) -> Learner | dict:

@@ -32,6 +32,7 @@ def _check_budget(num_masking_patches, num_patches):
                          f'patches), got {num_masking_patches!r}')
     return int(num_masking_patches)
 
+# %% ../nbs/02_masking.ipynb #a6f54a0c
 def _worker_seed() -> int:
     "The torch DataLoader worker seed when running in one (reproducible under `torch.manual_seed`), else the process id."
     if 'torch' in sys.modules:
@@ -41,6 +42,7 @@ def _worker_seed() -> int:
 
 _n_reseeds = 0  # reseeds after a process change, in this process
 
+# %% ../nbs/02_masking.ipynb #1ef5f792
 class _Seeded:
     "Random stream shared by the mask generators: a `numpy.random.Generator`, reseeded once in each new process."
     def reseed(self, seed=None):
@@ -63,16 +65,19 @@ class _Seeded:
         self._buf, self._i = self.rng.random(2048).tolist(), 0
         return self._buf
 
-    @property
-    def shape(self) -> tuple[int, int]: return (self.height, self.width)
-    def get_shape(self): return self.shape  # the official generator's name
+# %% ../nbs/02_masking.ipynb #65b460c5
+@patch(as_prop=True)
+def shape(self:_Seeded) -> tuple[int, int]: return (self.height, self.width)
+@patch
+def get_shape(self:_Seeded): return self.shape  # the official generator's name
 
-    def masks(self, n: int) -> np.ndarray:
-        "`n` independent masks stacked: bool `[n, height, width]`."
-        if not _is_int(n) or n < 0: raise ValueError(f'n: expected a non-negative int, got {n!r}')
-        out = np.empty((int(n), self.height, self.width), bool)
-        for k in range(n): out[k] = self()
-        return out
+@patch
+def masks(self:_Seeded, n: int) -> np.ndarray:
+    "`n` independent masks stacked: bool `[n, height, width]`."
+    if not _is_int(n) or n < 0: raise ValueError(f'n: expected a non-negative int, got {n!r}')
+    out = np.empty((int(n), self.height, self.width), bool)
+    for k in range(n): out[k] = self()
+    return out
 
 # %% ../nbs/02_masking.ipynb #5a97d7b3
 class Block(NamedTuple):
@@ -135,10 +140,12 @@ class MaskingGenerator(_Seeded):
         self._nbytes = (self.width + 7) // 8
         self.reseed(seed)
 
-    def __repr__(self):
-        return (f'MaskingGenerator({self.height}×{self.width}, {self.num_masking_patches} of {self.num_patches} patches, '
-                f'blocks of {self.min_num_patches}..{self.max_num_patches}, aspect {self.min_aspect:.3g}..{self.max_aspect:.3g}'
-                f'{", exact" if self.exact else ""}{", strict" if self.strict else ""})')
+# %% ../nbs/02_masking.ipynb #18a5bbbf
+@patch
+def __repr__(self:MaskingGenerator):
+    return (f'MaskingGenerator({self.height}×{self.width}, {self.num_masking_patches} of {self.num_patches} patches, '
+            f'blocks of {self.min_num_patches}..{self.max_num_patches}, aspect {self.min_aspect:.3g}..{self.max_aspect:.3g}'
+            f'{", exact" if self.exact else ""}{", strict" if self.strict else ""})')
 
 # %% ../nbs/02_masking.ipynb #ad9bef34
 @patch
@@ -156,6 +163,7 @@ def first_blocks(self:MaskingGenerator) -> list[tuple[int, int]]:
     "The sizes `(h, w)` the first block of a mask takes with positive probability (it lands on the empty grid)."
     return list(self._block_sizes(self.min_num_patches))
 
+# %% ../nbs/02_masking.ipynb #2bb0383b
 @patch
 def _check_blocks_fit(self:MaskingGenerator):
     "Raise if no first block can be placed (every mask would be empty), suggesting a `min_num_patches` that works."

@@ -69,6 +69,7 @@ def _match(logits, labels, bool_masked_pos=None):
         raise ValueError(f'labels: token ids must lie in [0, {logits.shape[-1]}), got [{int(labels.min())}, {int(labels.max())}]')
     return logits, labels
 
+# %% ../nbs/04_mim.ipynb #a2eaacb4
 def mim_loss(logits, labels, bool_masked_pos=None, reduction:str='mean'):
     "Cross-entropy (nats) of the visual tokens `labels` under `logits`; mean over all predicted positions of the batch."
     logits, labels = _match(logits, labels, bool_masked_pos)
@@ -115,6 +116,7 @@ def _tokens_and_logits(model, tokenizer, images, tok_images, m):
     logits = model(images, bool_masked_pos=m.to(images.device))
     return ids, logits
 
+# %% ../nbs/04_mim.ipynb #6e9100ac
 def _codebook_probs(tokenizer, tok_images):
     "q_phi(z|x) as `[B,V,h,w]` if the tokenizer exposes it (DALL-E: logits of [0,1] images; dVAE: probs of normalised images), else None."
     if hasattr(tokenizer, 'get_codebook_logits'): return tokenizer.get_codebook_logits(tok_images).float().softmax(1)
@@ -122,6 +124,7 @@ def _codebook_probs(tokenizer, tok_images):
         return tokenizer.get_codebook_probs(tokenizer.normalize(tok_images)).float()
     return None
 
+# %% ../nbs/04_mim.ipynb #45db3c83
 @torch.no_grad()
 def vae_terms(model, tokenizer, images, tok_images, bool_masked_pos, sigma:float|None=None) -> dict:
     "The two terms of BEiT's ELBO (section 2.4) on a batch: stage-1 token reconstruction, stage-2 MIM prior."
@@ -175,6 +178,7 @@ def reconstruct(model, tokenizer, images, tok_images, bool_masked_pos) -> dict:
     return dict(original=tok_images.detach().float(), tokenizer_recon=tok_rec, mim_recon=mim_rec, accuracy=acc,
                 tokens=ids, pred_tokens=pred, bool_masked_pos=md.view_as(ids))
 
+# %% ../nbs/04_mim.ipynb #83bc5973
 def _hwc(img) -> np.ndarray:
     a = img.detach().float().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img, np.float32)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3): a = a.transpose(1, 2, 0)
@@ -193,6 +197,7 @@ def mask_overlay(img, mask, color=(0.5, 0.5, 0.5), alpha:float=1.0) -> np.ndarra
     a[up] = (1 - alpha) * a[up] + alpha * np.asarray(color, np.float32)
     return a
 
+# %% ../nbs/04_mim.ipynb #dc4de4a6
 def show_reconstructions(rec:dict, n:int=4, outline='red', figsize=None):
     "Rows of original | masked input | tokenizer reconstruction | MIM reconstruction (masked region outlined)."
     import matplotlib.pyplot as plt
@@ -230,6 +235,7 @@ def pixel_regression_target(images, patch_size:int, normalize:bool=True, eps:flo
         x = (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True, unbiased=True) + eps).sqrt()
     return x
 
+# %% ../nbs/04_mim.ipynb #36219bc5
 def pixel_regression_loss(pred, target, bool_masked_pos=None) -> torch.Tensor:
     "Mean squared error between predicted and target patches, over the masked patches (all patches if no mask)."
     if target.dim() != 3: raise ValueError(f'target: expected [B,N,D] (see pixel_regression_target), got shape {tuple(target.shape)}')

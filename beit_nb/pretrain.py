@@ -23,7 +23,8 @@ from .tokenizer import load_tokenizer
 from .masking import MaskingGenerator, RandomMaskingGenerator
 import beit_nb.backbone  # registers the *_8k_vocab models in timm's registry
 from .mim import mim_loss, mim_labels, pixel_regression_target, pixel_regression_loss, evaluate_mim
-from .training import TrainConfig, SeededSamples, BatchAccuracy
+from .training import TrainConfig, SeededSamples
+from .run_files import BatchAccuracy
 from .recipe import Run, start_run, resumable_learner, train_and_save, recipe_command, make_adamw
 
 # %% auto #0
@@ -35,13 +36,6 @@ __all__ = ['beit_pretrain', 'PretrainConfig', 'pretrain_no_decay', 'MIMCallback'
 @dataclass
 class PretrainConfig(TrainConfig):
     "Every number of the BEiT pretraining recipe; defaults are the paper's for `beit_base_patch16_224_8k_vocab` (`presets`: base, large, demo)."
-    presets = {
-        'base': {},                                                     # the paper's BEiT-base: the defaults
-        'large': dict(model_name='beit_large_patch16_224_8k_vocab'),    # BEiT-large: layer scale from 1e-5 (init_values follows)
-        'demo': dict(model_name='beit_tiny_patch8_64_8k_vocab', input_size=64, second_input_size=32, num_masking_patches=26,
-                     min_num_patches=4, epochs=20, warmup_epochs=2, batch_size=32, lr=1.5e-3, base_batch=32, drop_path=0.,
-                     imagenet_mean_std=False, num_workers=0, save_every=50, n_demo=2000),   # the bundled scenes, on a CPU
-    }
     model_name: str = 'beit_base_patch16_224_8k_vocab'   # timm name of a BEiT-for-MIM model (any registered *_8k_vocab)
     depth: int | None = None              # override the model's number of blocks (tests, ablations)
     input_size: int = 224                 # view 1 (the backbone's) in pixels
@@ -84,6 +78,15 @@ class PretrainConfig(TrainConfig):
         if self.target not in ('tokens', 'pixels'): self._bad('target', "'tokens' or 'pixels'")
         self.crop_scale = check_crop_scale(self.crop_scale, type(self).__name__)
 
+# %% ../nbs/05_pretrain.ipynb #f0c75f4f
+PretrainConfig.presets = {
+    'base': {},                                                     # the paper's BEiT-base: the defaults
+    'large': dict(model_name='beit_large_patch16_224_8k_vocab'),    # BEiT-large: layer scale from 1e-5 (init_values follows)
+    'demo': dict(model_name='beit_tiny_patch8_64_8k_vocab', input_size=64, second_input_size=32, num_masking_patches=26,
+                 min_num_patches=4, epochs=20, warmup_epochs=2, batch_size=32, lr=1.5e-3, base_batch=32, drop_path=0.,
+                 imagenet_mean_std=False, num_workers=0, save_every=50, n_demo=2000),   # the bundled scenes, on a CPU
+}
+
 # %% ../nbs/05_pretrain.ipynb #98c8cf1d
 def pretrain_no_decay(model:nn.Module, cfg:PretrainConfig) -> set:
     "What the recipe exempts from weight decay beyond the model's `no_weight_decay()`: nothing (official), or the mask token and every bias table."
@@ -95,7 +98,7 @@ class MIMCallback(Callback):
     "Turn `(view1, view2, mask)` into `xb=(view1, bool_masked_pos)`, `yb=(visual tokens of the masked patches,)`."
     order = TrainEvalCallback.order + 5                     # after AcceleratedTraining has placed the model
     def __init__(self, tokenizer:nn.Module, channels_last:bool=True):
-        # channels_last: the convolutional tokenizer runs in NHWC layout, which oneDNN and cuDNN prefer (10_bench measures it)
+        # channels_last: the convolutional tokenizer runs in NHWC layout, which oneDNN and cuDNN prefer (10b_bench measures it)
         self.tokenizer, self.channels_last = tokenizer, channels_last
         for p in tokenizer.parameters(): p.requires_grad_(False)
 
@@ -156,6 +159,7 @@ def _tokenizer(tokenizer, cfg:PretrainConfig):
     raise ValueError('pretraining needs a tokenizer: pass --tokenizer DIR (a folder written by beit_nb.tokenizer.save_tokenizer, '
                      'or converted DALL-E weights), or --preset demo for the bundled demo tokenizer')
 
+# %% ../nbs/05_pretrain.ipynb #1a84d412
 def _grid(model) -> tuple[int, int]: return tuple(model.patch_embed.grid_size)
 
 def build_model(cfg:PretrainConfig, vocab_size:int|None=None) -> nn.Module:
@@ -196,6 +200,7 @@ def _objective(cfg:PretrainConfig, tok, model):
     mean, std = input_mean_std(cfg.imagenet_mean_std)
     return pixel_regression_loss, [], PixelRegressionCallback(model.patch_embed.patch_size[0], mean, std, cfg.pixel_norm)
 
+# %% ../nbs/05_pretrain.ipynb #e6c06ebb
 def pretrain_learner(cfg:PretrainConfig,
                      data:str|None=None,            # image folder to pretrain on (ImageNet layout train/<class>/*.jpg, or any folder of images)
                      tokenizer:str|None=None,       # tokenizer folder (save_tokenizer / convert_dalle_pickles); with n_demo: the demo's

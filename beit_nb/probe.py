@@ -93,6 +93,7 @@ def _batches(data, batch_size:int):
         if isinstance(b, (tuple, list)): yield b[0], torch.as_tensor(b[1])
         else: yield b, None
 
+# %% ../nbs/06b_probes.ipynb #d6efed62
 @torch.no_grad()
 def _block_tokens(model:Beit, x:torch.Tensor, idx:list, norm:bool=False) -> tuple:
     "`[CLS]` tokens and patch-token means [B, len(idx), D] of the sorted blocks `idx`, via timm's `forward_intermediates`."
@@ -321,11 +322,11 @@ def _parse_blocks(s:str):
     try: return [int(v) for v in str(s).split(',')]
     except ValueError: raise ValueError(f"--blocks {s}: expected 'all' or comma-separated block indices such as 6,8,-1") from None
 
-def probe_folder(data, checkpoint=None, model:str='beit_base_patch16_224', depth:int|None=None, input_size:int|None=None,
+def probe_folder(data, checkpoint=None, model_name:str='beit_base_patch16_224', depth:int|None=None, input_size:int|None=None,
                  blocks='all', pools=('mean',), last_k:int=4, norm:bool=False, crop_pct:float=224 / 256,
                  imagenet_mean_std:bool=False, extract_batch:int=64, num_workers:int=0, verbose:bool=True, **probe_kwargs):
     "Everything `beit-probe` does but writing files: backbone, features of both sets once, `probe_by_block`; the table and facts."
-    net, report = probe_model(checkpoint, model, input_size, depth, verbose=verbose)
+    net, report = probe_model(checkpoint, model_name, input_size, depth, verbose=verbose)
     bs = block_ids(blocks, len(net.blocks))
     for p in pools: pool_blocks(len(net.blocks) - 1, p, 1)
     mean, std = input_mean_std(imagenet_mean_std)
@@ -343,7 +344,7 @@ def beit_probe(
     data:str=None,              # image folder with train/<class>/* and val/<class>/* (ImageNet layout)
     demo:bool=False,            # the demo scenes (written under OUT/demo_data) and the tiny demo architecture
     checkpoint:str=None,        # BEiT checkpoint to probe (ours, official, timm, HF 4.x/5.x; file or HF folder); none: random weights
-    model:str=None,             # timm BEiT name or one of our *_8k_vocab architectures (default beit_base_patch16_224; --demo: the tiny one)
+    model_name:str=None,        # timm BEiT name or one of our *_8k_vocab architectures (default beit_base_patch16_224; --demo: the tiny one)
     depth:int=None,             # override the model's number of blocks
     input_size:int=None,        # image size in pixels (default: the model's)
     blocks:str='all',           # 'all' or comma-separated 0-based block indices, negative from the end: 6,8,-1
@@ -382,7 +383,7 @@ def beit_probe(
         if demo:
             from beit_nb.synthetic import write_demo_folders
             data = write_demo_folders(out/'demo_data', n_train=n_demo, n_val=max(n_demo // 5, 12))['imagenet']
-        table, info = probe_folder(data, checkpoint, model or ('beit_tiny_patch8_64_8k_vocab' if demo else 'beit_base_patch16_224'),
+        table, info = probe_folder(data, checkpoint, model_name or ('beit_tiny_patch8_64_8k_vocab' if demo else 'beit_base_patch16_224'),
                                    depth, input_size, bl, pool.split(','), last_k, norm,
                                    crop_pct if crop_pct is not None else (1.0 if demo else 224 / 256), mean_std == 'imagenet',
                                    extract_batch, num_workers, linear=not no_linear, knn=not no_knn, k=knn_k, T=knn_t,

@@ -1,4 +1,4 @@
-"""What pretraining (05), fine-tuning (06) and segmentation (07) share above the callbacks of 04b: a command whose
+"""What pretraining (05), fine-tuning (06) and segmentation (07) share above the callbacks of 04b and 04ba: a command whose
 flags are the config's fields, presets as data, one optimizer factory, evaluation split across processes, one
 resumable-`Learner` builder and one train-and-save. Each recipe keeps only its data, model, objective and metrics.
 
@@ -8,7 +8,7 @@ Docs: https://beit-nb.github.io/beit_nb/recipe.html.md"""
 
 # %% ../nbs/04c_recipe.ipynb #9910e1f8
 from __future__ import annotations
-import argparse, json, math, os, sys, typing
+import argparse, json, math, os, sys, types, typing
 from dataclasses import dataclass, asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Callable
@@ -17,7 +17,7 @@ import numpy as np
 import torch, torch.nn as nn
 from torch.utils.data import DataLoader
 from timm.optim import param_groups_weight_decay, param_groups_layer_decay
-from fastcore.basics import noop
+from fastcore.basics import noop, patch
 from fastcore.docments import docments
 from fastai.learner import Learner, Recorder
 from fastai.callback.core import Callback
@@ -27,13 +27,14 @@ from fastai.optimizer import OptimWrapper
 from .checkpoint import save_beit_checkpoint
 from .data import eval_mode
 from .training import (TrainConfig, ResumableSampler, SeededSamples, RunState, NoValidation, NonFiniteLossError, make_accelerator,
-                       scaled_lr, lr_derivation, load_resume_checkpoint, resume_position, restore_training_state, run_callbacks,
-                       fit_remaining, write_run_config, truncate_csv, append_csv)
+                              scaled_lr, lr_derivation)
+from .run_files import (load_resume_checkpoint, resume_position, restore_training_state, run_callbacks, fit_remaining,
+                               write_run_config, truncate_csv, append_csv)
 
 # %% auto #0
-__all__ = ['field_help', 'parse_value', 'read_config_file', 'make_config', 'end_processes', 'recipe_command', 'default_workers',
-           'train_loader', 'param_groups', 'make_adamw', 'shard', 'reduce_sum', 'Evaluator', 'PeriodicEval', 'Run',
-           'start_run', 'demo_data', 'resumable_learner', 'train_and_save', 'run_path']
+__all__ = ['field_help', 'parse_value', 'read_config_file', 'make_config', 'end_processes', 'recipe_parser', 'recipe_command',
+           'default_workers', 'train_loader', 'param_groups', 'make_adamw', 'shard', 'reduce_sum', 'Evaluator',
+           'PeriodicEval', 'Run', 'start_run', 'demo_data', 'resumable_learner', 'train_and_save', 'run_path']
 
 # %% ../nbs/04c_recipe.ipynb #fd5599ab
 def field_help(cls) -> dict:
@@ -45,10 +46,11 @@ def field_help(cls) -> dict:
             if v and k != 'return': out.setdefault(k, v)
     return out
 
+# %% ../nbs/04c_recipe.ipynb #fc02a4e0
 def _unwrap(tp) -> tuple:
     "`(base type, optional)` of an annotation: `int | None` → `(int, True)`."
     args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__('types'), 'UnionType', None)) and type(None) in args:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
         return rest[0], True
     return tp, False
@@ -112,6 +114,7 @@ def _add(group, name:str, tp, default, help:str|None, parsers:dict):
     group.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=h, metavar=name.upper())
     return parsers.get(name) or (lambda s: parse_value(s, tp, name))
 
+# %% ../nbs/04c_recipe.ipynb #9c07f0f1
 def end_processes():
     "After a run under `accelerate launch`: wait for every process, then close the process group (no rank exits while another still talks to it)."
     import torch.distributed as dist
@@ -123,25 +126,29 @@ class _HelpFormatter(argparse.HelpFormatter):
         import textwrap
         return textwrap.wrap(' '.join(text.split()), width, break_on_hyphens=False)
 
-def recipe_command(cls, main:Callable, prog:str, *more:Callable, skip=('cfg', 'cbs', 'verbose'), parsers:dict|None=None) -> Callable:
-    "The command `f(argv=None)` of a recipe: flags from the fields of `cls` and the parameters of `main` (and `more`), then `main(cfg, **run_args)`."
+# %% ../nbs/04c_recipe.ipynb #73525ae9
+def recipe_parser(cls, main:Callable, prog:str, *more:Callable, skip=('cfg', 'cbs', 'verbose'), parsers:dict|None=None) -> tuple:
+    "The argparse parser of a recipe's command and each flag's string converter: `--preset`, `--config`, then the run's and the settings' flags."
     import inspect
     parsers = parsers or {}
-    def parser():
-        p = argparse.ArgumentParser(prog=prog, description=(main.__doc__ or '').strip().split('\n')[0], formatter_class=_HelpFormatter)
-        p.add_argument('--preset', default=argparse.SUPPRESS, help=f'start from published settings: {", ".join(cls.presets) or "none"}')
-        p.add_argument('--config', default=argparse.SUPPRESS, metavar='FILE',
-                       help="start from the settings of a YAML or JSON file (a run folder's config.json: the same run again)")
-        convs, g, seen = {}, p.add_argument_group('the run'), {'preset', 'config'}
-        for fn in (main, *more):
-            hints, doc = typing.get_type_hints(fn), docments(fn)
-            for k, prm in inspect.signature(fn).parameters.items():
-                if k in skip or k in seen or prm.kind in (prm.VAR_KEYWORD, prm.VAR_POSITIONAL): continue
-                seen.add(k); convs[k] = _add(g, k, hints.get(k, str), prm.default, doc.get(k), parsers)
-        g, hints, hlp = p.add_argument_group(f'settings (the fields of {cls.__name__})'), typing.get_type_hints(cls), field_help(cls)
-        for f in fields(cls): convs[f.name] = _add(g, f.name, hints[f.name], _default(f), hlp.get(f.name), parsers)
-        return p, convs
+    p = argparse.ArgumentParser(prog=prog, description=(main.__doc__ or '').strip().split('\n')[0], formatter_class=_HelpFormatter)
+    p.add_argument('--preset', default=argparse.SUPPRESS, help=f'start from published settings: {", ".join(cls.presets) or "none"}')
+    p.add_argument('--config', default=argparse.SUPPRESS, metavar='FILE',
+                   help="start from the settings of a YAML or JSON file (a run folder's config.json: the same run again)")
+    convs, g, seen = {}, p.add_argument_group('the run'), {'preset', 'config'}
+    for fn in (main, *more):
+        hints, doc = typing.get_type_hints(fn), docments(fn)
+        for k, prm in inspect.signature(fn).parameters.items():
+            if k in skip or k in seen or prm.kind in (prm.VAR_KEYWORD, prm.VAR_POSITIONAL): continue
+            seen.add(k); convs[k] = _add(g, k, hints.get(k, str), prm.default, doc.get(k), parsers)
+    g, hints, hlp = p.add_argument_group(f'settings (the fields of {cls.__name__})'), typing.get_type_hints(cls), field_help(cls)
+    for f in fields(cls): convs[f.name] = _add(g, f.name, hints[f.name], _default(f), hlp.get(f.name), parsers)
+    return p, convs
 
+# %% ../nbs/04c_recipe.ipynb #b52e7981
+def recipe_command(cls, main:Callable, prog:str, *more:Callable, skip=('cfg', 'cbs', 'verbose'), parsers:dict|None=None) -> Callable:
+    "The command `f(argv=None)` of a recipe: flags from the fields of `cls` and the parameters of `main` (and `more`), then `main(cfg, **run_args)`."
+    parser = lambda: recipe_parser(cls, main, prog, *more, skip=skip, parsers=parsers)
     def parse(argv=None) -> tuple:
         "`(cfg, run_args)` of the command line `argv` (not run)."
         p, convs = parser()
@@ -235,18 +242,21 @@ class PeriodicEval(Callback):
     def after_train(self):
         if self.learn.cfg.iters is None and self._due(): self.evaluate()
 
-    def evaluate(self) -> dict:
-        st = self.learn.run_state
-        if self.last is not None and self.last['step'] == st.step: return self.last
-        m = self.evaluator(getattr(self.learn.accelerated_training, 'raw_model', self.learn.model))   # unwrapped
-        key, row = self.evaluator.columns[0], dict(epoch=st.abs_epoch, step=st.step)
-        if self.best is None or m[key] > self.best: self.best = m[key]
-        self.last = dict(m, **row)
-        if self.accel.is_main_process:
-            append_csv(self.run_dir/'val.csv', ['epoch', 'step', *self.evaluator.columns],
-                        dict(row, **{c: f'{m[c]:.6g}' for c in self.evaluator.columns}))
-        self.log(f'validation after epoch {st.abs_epoch + 1} (step {st.step}): {self.evaluator.describe(m)}  (best {key} {self.best:.4g})')
-        return self.last
+# %% ../nbs/04c_recipe.ipynb #24d54b18
+@patch
+def evaluate(self:PeriodicEval) -> dict:
+    "Score the unwrapped model now (once per step), append the row to `val.csv` (rank 0) and print it with the running best."
+    st = self.learn.run_state
+    if self.last is not None and self.last['step'] == st.step: return self.last
+    m = self.evaluator(getattr(self.learn.accelerated_training, 'raw_model', self.learn.model))   # unwrapped
+    key, row = self.evaluator.columns[0], dict(epoch=st.abs_epoch, step=st.step)
+    if self.best is None or m[key] > self.best: self.best = m[key]
+    self.last = dict(m, **row)
+    if self.accel.is_main_process:
+        append_csv(self.run_dir/'val.csv', ['epoch', 'step', *self.evaluator.columns],
+                    dict(row, **{c: f'{m[c]:.6g}' for c in self.evaluator.columns}))
+    self.log(f'validation after epoch {st.abs_epoch + 1} (step {st.step}): {self.evaluator.describe(m)}  (best {key} {self.best:.4g})')
+    return self.last
 
 def _best_so_far(path:Path, key:str):
     "The best `key` in the rows of `val.csv` a resumed run kept (None without any)."

@@ -25,6 +25,7 @@ def reduce_labels(mask:np.ndarray) -> np.ndarray:
     m = mask.astype(np.int64)
     return np.where((m == 0) | (m == 255), 255, m - 1).astype(np.uint8)
 
+# %% ../nbs/07_seg_data.ipynb #11410ed2
 class ADE20KDataset(ImageFiles):
     "ADE20K layout `root/images/<split>/*.jpg` + `root/annotations/<split>/*.png` paired by stem; `ds[i]` is `transform(image, mask)`."
     def __init__(self, root, split:str='training', transform=None, reduce_zero_label:bool=True, verify:bool=True):
@@ -81,6 +82,7 @@ def random_crop_box(mask:np.ndarray, crop, cat_max_ratio:float=0.75, ignore_inde
         box = draw()
     return box
 
+# %% ../nbs/07_seg_data.ipynb #23317f41
 def photometric_distortion(img:np.ndarray, rng=np.random, brightness_delta:int=32, contrast_range=(0.5, 1.5),
                            saturation_range=(0.5, 1.5), hue_delta:int=18) -> np.ndarray:
     "mmseg's `PhotoMetricDistortion` on an RGB uint8 array: brightness, contrast (before or after), saturation, hue; each with p=0.5."
@@ -126,6 +128,7 @@ class SegTrainTransform:
             x, y = F.pad(x, (0, max(pw, 0), 0, max(ph, 0))), F.pad(y, (0, max(pw, 0), 0, max(ph, 0)), value=self.ignore_index)
         return x, y
 
+# %% ../nbs/07_seg_data.ipynb #55ec9482
 class SegEvalTransform:
     "The evaluation input: the whole image normalised at its own size (inference rescales it), and its full-size mask."
     def __init__(self, mean=(0.5,) * 3, std=(0.5,) * 3): self.mean, self.std = tuple(mean), tuple(std)
@@ -147,6 +150,7 @@ def intersect_and_union(pred:torch.Tensor, label:torch.Tensor, num_classes:int, 
     area_p, area_l = torch.bincount(p, minlength=num_classes)[:num_classes], torch.bincount(l, minlength=num_classes)
     return torch.stack([inter, area_p + area_l - inter, area_p, area_l]).double()
 
+# %% ../nbs/07_seg_data.ipynb #8a966342
 class SegMetrics:
     "Intersections and unions summed over a whole dataset, then mIoU, per-class IoU, mAcc and aAcc (mmseg's `eval_metrics`)."
     def __init__(self, num_classes:int, ignore_index:int=255, class_names=None):

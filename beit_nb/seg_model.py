@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
+from fastcore.basics import patch
 from PIL import Image
 from timm.models.beit import Beit
 from .classifier import AnySizeBeit, LoadReport, beit_classifier, group_keys
@@ -44,6 +45,7 @@ def resize_bilinear(x:torch.Tensor, size) -> torch.Tensor:
     "`x` `[B, C, h, w]` resized to `size` (h, w), bilinear without corner alignment, as mmseg's `resize`."
     return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)
 
+# %% ../nbs/07a_seg_model.ipynb #86f08ca3
 def add_feature_pyramid(backbone:AnySizeBeit) -> AnySizeBeit:
     "The official BEiT pyramid on `backbone` (as `backbone.fpn1..fpn4`), at strides 4, 8, 16 and 32 of the image."
     d, p = backbone.embed_dim, backbone.patch_embed.patch_size[0]
@@ -66,6 +68,7 @@ class BaseDecodeHead(nn.Module):
         nn.init.normal_(self.conv_seg.weight, 0, 0.01); nn.init.zeros_(self.conv_seg.bias)   # mmseg's init
     def cls_seg(self, x): return self.conv_seg(self.dropout(x))
 
+# %% ../nbs/07a_seg_model.ipynb #93f9fa5a
 class UPerHead(BaseDecodeHead):
     "UPerNet (Xiao et al. 2018) as mmseg's `UPerHead`: a pyramid pooling module on the coarsest level, an FPN top-down path, fusion."
     def __init__(self, in_channels:int, channels:int, num_classes:int, pool_scales=(1, 2, 3, 6), num_levels:int=4, dropout_ratio:float=0.1):
@@ -131,39 +134,46 @@ class BeitSegmentor(nn.Module):
             self.decode_head = SETRUPHead(d, channels, num_classes, num_convs=4, in_index=3)
             self.auxiliary_head = nn.ModuleList(SETRUPHead(d, channels, num_classes, num_convs=2, in_index=i) for i in range(3))
 
-    def extract_feat(self, x:torch.Tensor) -> list:
-        "The blocks' outputs as `[B, D, h, w]` maps (timm's `forward_intermediates` at the input's grid), through the pyramid."
-        bb, grid = self.backbone, self.backbone.input_grid(x)
-        if grid != tuple(bb.patch_embed.grid_size) and (bb.pos_embed is not None or bb.rel_pos_bias is not None):
-            raise ValueError('BeitSegmentor: another input size needs per-block relative position tables and no absolute pos_embed')
-        for b in bb.blocks: b.attn.grid = grid
-        take = sorted(set(self.blocks))                     # (a model of under 4 blocks repeats one)
-        out = Beit.forward_intermediates(bb, x, indices=take, intermediates_only=True)
-        feats = [out[take.index(b)] for b in self.blocks]
-        if self.head_type == 'upernet': feats = [getattr(bb, f'fpn{i + 1}')(f) for i, f in enumerate(feats)]
-        return feats
+# %% ../nbs/07a_seg_model.ipynb #521f0977
+@patch
+def extract_feat(self:BeitSegmentor, x:torch.Tensor) -> list:
+    "The blocks' outputs as `[B, D, h, w]` maps (timm's `forward_intermediates` at the input's grid), through the pyramid."
+    bb, grid = self.backbone, self.backbone.input_grid(x)
+    if grid != tuple(bb.patch_embed.grid_size) and (bb.pos_embed is not None or bb.rel_pos_bias is not None):
+        raise ValueError('BeitSegmentor: another input size needs per-block relative position tables and no absolute pos_embed')
+    for b in bb.blocks: b.attn.grid = grid
+    take = sorted(set(self.blocks))                     # (a model of under 4 blocks repeats one)
+    out = Beit.forward_intermediates(bb, x, indices=take, intermediates_only=True)
+    feats = [out[take.index(b)] for b in self.blocks]
+    if self.head_type == 'upernet': feats = [getattr(bb, f'fpn{i + 1}')(f) for i, f in enumerate(feats)]
+    return feats
 
-    def forward(self, x:torch.Tensor):
-        "Decode-head logits; in training also the auxiliary heads' (a tuple, main first)."
-        feats = self.extract_feat(x)
-        out = self.decode_head(feats)
-        if not self.training: return out
-        aux = self.auxiliary_head if isinstance(self.auxiliary_head, nn.ModuleList) else [self.auxiliary_head]
-        return (out, *[h(feats) for h in aux])
+@patch
+def forward(self:BeitSegmentor, x:torch.Tensor):
+    "Decode-head logits; in training also the auxiliary heads' (a tuple, main first)."
+    feats = self.extract_feat(x)
+    out = self.decode_head(feats)
+    if not self.training: return out
+    aux = self.auxiliary_head if isinstance(self.auxiliary_head, nn.ModuleList) else [self.auxiliary_head]
+    return (out, *[h(feats) for h in aux])
 
-    def group_matcher(self, coarse:bool=False) -> dict:
-        "Layer-decay groups as the official `LayerDecayOptimizerConstructor`: embeddings, blocks, then everything else (heads, pyramid)."
-        return dict(stem=r'^backbone\.(?:cls_token|pos_embed|patch_embed|mask_token)', blocks=r'^backbone\.blocks\.(\d+)')
+# %% ../nbs/07a_seg_model.ipynb #cd5f4672
+@patch
+def group_matcher(self:BeitSegmentor, coarse:bool=False) -> dict:
+    "Layer-decay groups as the official `LayerDecayOptimizerConstructor`: embeddings, blocks, then everything else (heads, pyramid)."
+    return dict(stem=r'^backbone\.(?:cls_token|pos_embed|patch_embed|mask_token)', blocks=r'^backbone\.blocks\.(\d+)')
 
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        "Nothing beyond 1-D params and biases: the official constructor tests `pos_embed`/`cls_token` against `backbone.`-prefixed names, which never match."
-        return set()
+@patch
+@torch.jit.ignore
+def no_weight_decay(self:BeitSegmentor) -> set:
+    "Nothing beyond 1-D params and biases: the official constructor tests `pos_embed`/`cls_token` against `backbone.`-prefixed names, which never match."
+    return set()
 
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable:bool=True):
-        "timm's gradient checkpointing of the backbone's blocks (`--grad-checkpointing`): their activations recomputed in the backward pass."
-        self.backbone.set_grad_checkpointing(enable)
+@patch
+@torch.jit.ignore
+def set_grad_checkpointing(self:BeitSegmentor, enable:bool=True):
+    "timm's gradient checkpointing of the backbone's blocks (`--grad-checkpointing`): their activations recomputed in the backward pass."
+    self.backbone.set_grad_checkpointing(enable)
 
 # %% ../nbs/07a_seg_model.ipynb #a1e6f683
 _HF_SEG = [(r'^fpn\.fpn1\.conv_transpose1\.', 'backbone.fpn1.0.'), (r'^fpn\.fpn1\.normalization\.', 'backbone.fpn1.1.'),
@@ -200,6 +210,7 @@ def beit_segmentor(checkpoint=None, model_name:str='beit_base_patch16_224', num_
         if verbose: print(rep)
     return model, rep
 
+# %% ../nbs/07a_seg_model.ipynb #e531c9e4
 def segmentor_config(model:BeitSegmentor) -> dict:
     "What rebuilds `model` (saved in its checkpoint's metadata)."
     bb = model.backbone
@@ -240,6 +251,7 @@ def encode_decode(model:BeitSegmentor, x:torch.Tensor) -> torch.Tensor:
     (h, w), xp = x.shape[-2:], _pad_to(x, model.backbone.patch_embed.patch_size[0])
     return resize_bilinear(model(xp), xp.shape[-2:])[..., :h, :w]
 
+# %% ../nbs/07a_seg_model.ipynb #afc8c25d
 def slide_inference(model:BeitSegmentor, x:torch.Tensor, crop_size=512, stride=341, batch_size:int=8) -> torch.Tensor:
     "mmseg's sliding-window logits `[B, C, H, W]`: windows of `crop_size` every `stride` pixels (last one flush with the edge), averaged."
     (ch, cw), (sh, sw) = [(v,) * 2 if isinstance(v, int) else tuple(v) for v in (crop_size, stride)]
@@ -257,6 +269,7 @@ def slide_inference(model:BeitSegmentor, x:torch.Tensor, crop_size=512, stride=3
             logits[..., y0:y1, x0:x1] += out[n * B:(n + 1) * B]; count[..., y0:y1, x0:x1] += 1
     return logits / count
 
+# %% ../nbs/07a_seg_model.ipynb #673c0815
 @torch.no_grad()
 def inference(model:BeitSegmentor, x:torch.Tensor, mode:str='slide', crop_size=512, stride=341, img_scale=None,
               scales=(1.0,), flip:bool=False, batch_size:int=8) -> torch.Tensor:

@@ -33,18 +33,6 @@ __all__ = ['beit_segment', 'SegConfig', 'SegLoss', 'PixelLog', 'evaluate_segment
 @dataclass
 class SegConfig(TrainConfig):
     "Every number of the BEiT ADE20K recipe (the official repo's mmseg configs); defaults: a self-supervised BEiT-B at 512 (`presets`)."
-    presets = {   # the official ADE20K configs (upernet_beit_*_slide_160k_ade20k_{pt,pt2ft}.py), global batch 16, and the demo
-        'base-512-pt':     dict(model_name='beit_base_patch16_224', crop_size=512, stride=341, img_scale=[2048, 512], lr=7e-4, layer_decay=0.65),
-        'base-640-pt2ft':  dict(model_name='beit_base_patch16_224', crop_size=640, stride=426, img_scale=[2560, 640], lr=3e-5, layer_decay=0.9),
-        # MMSegmentation's upernet_beit-large_fp16_8x1_640x640_160k_ade20k.py: 8 GPUs × 1 image × 2 accumulated = 16 per step,
-        # its 320K iterations (3000 of warmup) = 160K optimizer steps (1500); blocks 7, 11, 15, 23; 1024 decode-head channels
-        'large-640-pt2ft': dict(model_name='beit_large_patch16_224', crop_size=640, stride=426, img_scale=[2560, 640], lr=2e-5, layer_decay=0.95,
-                                batch_size=1, accum_steps=2, drop_path=0.2, init_values=1e-6, channels=1024),
-        'demo':            dict(model_name='beit_tiny_patch8_64_8k_vocab', num_classes=6, channels=64, aux_channels=32, crop_size=64, stride=43,
-                                img_scale=[256, 64], ratio_range=[0.75, 1.5], iters=1500, warmup_iters=100, batch_size=8, base_batch=8,
-                                lr=5e-4, layer_decay=0.75, drop_path=0., num_workers=0, save_every=250, eval_every=250,
-                                n_demo=600),   # the demo scenes (6 shape classes, background ignored), CPU-sized
-    }
     model_name: str = 'beit_base_patch16_224'  # timm BEiT name, or one of our *_8k_vocab architectures
     depth: int | None = None              # override the model's number of blocks (tests)
     num_classes: int = 150                # classes the heads predict (ADE20K: 150)
@@ -90,6 +78,20 @@ class SegConfig(TrainConfig):
         if not (isinstance(self.scales, (list, tuple)) and self.scales and all(num(s) and s > 0 for s in self.scales)):
             self._bad('scales', 'positive ratios such as 0.75,1,1.25')
         self.scales = [float(s) for s in self.scales]
+
+# %% ../nbs/07b_segmentation.ipynb #b9e2652a
+SegConfig.presets = {   # the official ADE20K configs (upernet_beit_*_slide_160k_ade20k_{pt,pt2ft}.py), global batch 16, and the demo
+    'base-512-pt':     dict(model_name='beit_base_patch16_224', crop_size=512, stride=341, img_scale=[2048, 512], lr=7e-4, layer_decay=0.65),
+    'base-640-pt2ft':  dict(model_name='beit_base_patch16_224', crop_size=640, stride=426, img_scale=[2560, 640], lr=3e-5, layer_decay=0.9),
+    # MMSegmentation's upernet_beit-large_fp16_8x1_640x640_160k_ade20k.py: 8 GPUs × 1 image × 2 accumulated = 16 per step,
+    # its 320K iterations (3000 of warmup) = 160K optimizer steps (1500); blocks 7, 11, 15, 23; 1024 decode-head channels
+    'large-640-pt2ft': dict(model_name='beit_large_patch16_224', crop_size=640, stride=426, img_scale=[2560, 640], lr=2e-5, layer_decay=0.95,
+                            batch_size=1, accum_steps=2, drop_path=0.2, init_values=1e-6, channels=1024),
+    'demo':            dict(model_name='beit_tiny_patch8_64_8k_vocab', num_classes=6, channels=64, aux_channels=32, crop_size=64, stride=43,
+                            img_scale=[256, 64], ratio_range=[0.75, 1.5], iters=1500, warmup_iters=100, batch_size=8, base_batch=8,
+                            lr=5e-4, layer_decay=0.75, drop_path=0., num_workers=0, save_every=250, eval_every=250,
+                            n_demo=600),   # the demo scenes (6 shape classes, background ignored), CPU-sized
+}
 
 # %% ../nbs/07b_segmentation.ipynb #2782c5fd
 class SegLoss(nn.Module):
@@ -145,6 +147,7 @@ def seg_datasets(cfg:SegConfig, data) -> tuple:
 
 def _depth(cfg) -> dict: return dict(depth=cfg.depth) if cfg.depth else {}
 
+# %% ../nbs/07b_segmentation.ipynb #0d979997
 def segment_learner(cfg:SegConfig,
                     data:str|None=None,           # ADE20K-layout folder: images/{training,validation}/*.jpg + annotations/{training,validation}/*.png, paired by name
                     checkpoint:str|None=None,     # training: a BEiT checkpoint to start from (ours, official, timm, HF; none: random init); --eval-only, --predict: a segmentor saved by beit-segment
@@ -204,6 +207,7 @@ def _test_settings(cfg:SegConfig, meta:dict) -> dict:
 
 def _mean_std(meta:dict) -> tuple: return json.loads(meta.get('mean', '[0.5,0.5,0.5]')), json.loads(meta.get('std', '[0.5,0.5,0.5]'))
 
+# %% ../nbs/07b_segmentation.ipynb #5949756c
 def _predict_files(cfg:SegConfig, checkpoint, src, out, log=print) -> list:
     "Write `<stem>_label.png` (class indices) and `<stem>_overlay.png` of the saved segmentor `checkpoint` for an image or every image of a folder."
     if checkpoint is None: raise ValueError('--predict needs --checkpoint (a segmentor saved by beit-segment)')
@@ -223,6 +227,7 @@ def _predict_files(cfg:SegConfig, checkpoint, src, out, log=print) -> list:
     log(f'wrote {len(written)} label map(s) and overlay(s) to {out}')
     return written
 
+# %% ../nbs/07b_segmentation.ipynb #6cf312ef
 def evaluate_checkpoint(cfg:SegConfig, checkpoint, data=None, run_dir='runs/segment', verbose:bool=True) -> dict:
     "mIoU of the saved segmentor `checkpoint` on `data`/validation with its run's test settings, split across processes; `eval.json` in `run_dir` (rank 0)."
     if checkpoint is None: raise ValueError('--eval-only needs --checkpoint (a segmentor saved by beit-segment)')

@@ -88,6 +88,7 @@ def _draw_texture_params(rng, m):
                 freq=rng.uniform(2.5, 7.0, m).astype(np.float32), phase=rng.uniform(0, 2 * math.pi, m).astype(np.float32),
                 grid=rng.random((m, _NOISE_GRID, _NOISE_GRID), dtype=np.float32))
 
+# %% ../nbs/00b_synthetic.ipynb #70c4abc2
 def _texture(p, idx, x, y, W):
     "Texture value in [0,1], shape [len(idx),H,W], for surfaces `idx` of parameter set `p`; `x`,`y` are [H,W] coords in [0,1)."
     out = np.empty((len(idx),) + x.shape, np.float32)
@@ -109,6 +110,7 @@ def _texture(p, idx, x, y, W):
         out[sel] = s
     return out
 
+# %% ../nbs/00b_synthetic.ipynb #deb807ae
 def _colors(rng, m):
     "Two colours per surface: a random base colour and a partner of moderate contrast."
     c1 = rng.random((m, 3), dtype=np.float32)
@@ -274,6 +276,7 @@ DEMO_TOKENIZER_TRAINING = dict(n_train=2048, n_valid=256, scene_size=64, crop_fr
                                tau0=1.0, tau_min=0.5, anneal_rate=1e-2, seed=0)
 _DEMO_VERSION = 1
 
+# %% ../nbs/00b_synthetic.ipynb #efc044e3
 def _rrc_box(rng, size:int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
     "A random-resized-crop box (left, top, right, bottom) in a `size`² image, as torchvision draws it."
     area = size * size
@@ -296,6 +299,7 @@ def tokenizer_views(images:np.ndarray, size:int=32, crop_fraction:float=0.5, sca
         out[k] = np.asarray(Image.fromarray(im).resize((size, size), Image.LANCZOS, box=box))
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div(255)
 
+# %% ../nbs/00b_synthetic.ipynb #8c62ffa9
 def demo_tokenizer_data(n_train:int=2048, n_valid:int=256, scene_size:int=64, crop_fraction:float=0.5, seed:int=0, size:int=32):
     "(train, valid) tokenizer views of synthetic scenes; validation = whole held-out scenes (a different seed)."
     train = tokenizer_views(synthetic_scenes(n_train, scene_size, seed=seed).images, size, crop_fraction, seed=seed)
@@ -329,6 +333,7 @@ def _demo_key(train_cfg) -> str:
     key = json.dumps(dict(model=DEMO_TOKENIZER_CONFIG, train=train_cfg, version=_DEMO_VERSION), sort_keys=True)
     return hashlib.sha1(key.encode()).hexdigest()[:10]
 
+# %% ../nbs/00b_synthetic.ipynb #26a4f0a8
 def _train_demo_tokenizer(train_cfg, progress=False) -> tuple[DiscreteVAE, dict]:
     "Train the demo dVAE on one CPU thread (so the thread count cannot change the result); the model and its meta."
     tc = dict(train_cfg)
@@ -343,6 +348,7 @@ def _train_demo_tokenizer(train_cfg, progress=False) -> tuple[DiscreteVAE, dict]
                      valid=evaluate_tokenizer(vae, valid), baselines=baseline_psnr(valid, vae.grid_size), training=train_cfg,
                      threads=1, torch=torch.__version__)
 
+# %% ../nbs/00b_synthetic.ipynb #2fa35851
 def demo_tokenizer(cache_dir=None, retrain:bool=False, progress:bool=False, **training) -> DiscreteVAE:
     "The demo dVAE (32 px -> 8x8 tokens, vocab 512): the copy shipped with the package, or trained (~1 min CPU) and cached."
     train_cfg = dict(DEMO_TOKENIZER_TRAINING, **training)

@@ -56,6 +56,7 @@ def check_images(x, size:int, channels:int, who:str) -> torch.Tensor:
                              'Pass un-normalised images: the tokenizer applies its own pixel mapping.')
     return x.clamp(0, 1)
 
+# %% ../nbs/01_tokenizer.ipynb #2ffcefb5
 def check_ids(ids, vocab_size:int, who:str) -> torch.Tensor:
     "Validate token ids: integer tensor [B,h,w] (or [B,h*w] with a square grid) with values in [0, vocab_size)."
     if not torch.is_tensor(ids) or ids.is_floating_point() or ids.dim() not in (2, 3):
@@ -103,31 +104,35 @@ class DalleTokenizer(nn.Module):
         self.requires_grad_(False)     # a tokenizer is frozen; dall_e's own `requires_grad=False` does not do this
         self.eval()
 
-    @torch.no_grad()
-    def get_codebook_logits(self, images:torch.Tensor) -> torch.Tensor:
-        "Encoder logits `[B,vocab,h,w]` of images in [0,1]."
-        x = check_images(images, self.input_size, self.channels, 'DalleTokenizer.encode')
-        return self.encoder(_dall_e().map_pixels(x)).float()
-
-    @torch.no_grad()
-    def encode(self, images:torch.Tensor) -> torch.Tensor:
-        "Token ids `[B,h,w]` (argmax of the encoder logits) of images `[B,3,H,W]` in [0,1]."
-        return self.get_codebook_logits(images).argmax(1)
-
-    @torch.no_grad()
-    def decode(self, ids:torch.Tensor) -> torch.Tensor:
-        "Images in [0,1] from token ids `[B,h,w]`: one-hot -> decoder -> sigmoid of the logit-Laplace location -> unmap."
-        ids = check_ids(ids, self.vocab_size, 'DalleTokenizer.decode')
-        z = F.one_hot(ids, self.vocab_size).permute(0, 3, 1, 2).float()
-        stats = self.decoder(z).float()
-        return _dall_e().unmap_pixels(torch.sigmoid(stats[:, :3]))
-
     @property
     def config(self) -> dict:
         return dict(type='DalleTokenizer', input_size=self.input_size,
                     encoder=_dalle_cfg(self.encoder, _DALLE_ENC_KEYS), decoder=_dalle_cfg(self.decoder, _DALLE_DEC_KEYS))
 
     def extra_repr(self): return f'vocab_size={self.vocab_size}, input_size={self.input_size}, grid_size={self.grid_size}'
+
+# %% ../nbs/01_tokenizer.ipynb #1343d473
+@patch
+@torch.no_grad()
+def get_codebook_logits(self:DalleTokenizer, images:torch.Tensor) -> torch.Tensor:
+    "Encoder logits `[B,vocab,h,w]` of images in [0,1]."
+    x = check_images(images, self.input_size, self.channels, 'DalleTokenizer.encode')
+    return self.encoder(_dall_e().map_pixels(x)).float()
+
+@patch
+@torch.no_grad()
+def encode(self:DalleTokenizer, images:torch.Tensor) -> torch.Tensor:
+    "Token ids `[B,h,w]` (argmax of the encoder logits) of images `[B,3,H,W]` in [0,1]."
+    return self.get_codebook_logits(images).argmax(1)
+
+@patch
+@torch.no_grad()
+def decode(self:DalleTokenizer, ids:torch.Tensor) -> torch.Tensor:
+    "Images in [0,1] from token ids `[B,h,w]`: one-hot -> decoder -> sigmoid of the logit-Laplace location -> unmap."
+    ids = check_ids(ids, self.vocab_size, 'DalleTokenizer.decode')
+    z = F.one_hot(ids, self.vocab_size).permute(0, 3, 1, 2).float()
+    stats = self.decoder(z).float()
+    return _dall_e().unmap_pixels(torch.sigmoid(stats[:, :3]))
 
 # %% ../nbs/01_tokenizer.ipynb #c2720f5c
 def _dalle_safe_globals():
@@ -142,6 +147,7 @@ _PICKLE_REFUSAL = ("{path} is a pickled Python object (DALL-E ships its dVAE thi
                    "tensors and the dall_e/torch.nn classes and writes safetensors, then load the folder with "
                    "DalleTokenizer.from_safetensors(out_dir).")
 
+# %% ../nbs/01_tokenizer.ipynb #3f36ce24
 def _load_dalle_pickle(path, kind:str, trust_pickle:bool, restricted:bool=False) -> nn.Module:
     "Unpickle a DALL-E `encoder.pkl`/`decoder.pkl`; return a fresh module rebuilt from its config and weights."
     path = Path(path)
@@ -167,6 +173,7 @@ def _load_dalle_pickle(path, kind:str, trust_pickle:bool, restricted:bool=False)
     sd = {k: v.detach().float().cpu() for k, v in m.state_dict().items()}
     return _build_dalle(kind, _dalle_cfg(m, keys), sd)
 
+# %% ../nbs/01_tokenizer.ipynb #68d54659
 @patch(cls_method=True)
 def from_files(cls:DalleTokenizer, encoder_path, decoder_path, trust_pickle:bool=False, input_size:int=112):
     "Load DALL-E's `encoder.pkl`/`decoder.pkl` (local files; unpickled only with `trust_pickle=True`)."
@@ -202,6 +209,7 @@ def read_tokenizer_config(path, expected:str|None=None) -> dict:
         raise ValueError(f'{f} describes a {cfg.get("type")!r} tokenizer, expected {expected!r}')
     return cfg
 
+# %% ../nbs/01_tokenizer.ipynb #02aa60c3
 def _write_folder(out_dir, cfg:dict, tensors:dict[str, dict]):
     "Write `config.json` and one `<name>.safetensors` per state dict in `tensors`."
     out = Path(out_dir)
@@ -239,6 +247,7 @@ def evaluate_tokenizer(tok, images:torch.Tensor, batch_size:int=256) -> dict:
     return dict(mse=mse, psnr=psnr(mse), tokens_used=int((counts > 0).sum()), perplexity=float(torch.exp(-(p * p.log()).sum())),
                 vocab_size=tok.vocab_size, n_images=len(images))
 
+# %% ../nbs/01_tokenizer.ipynb #058f4ca3
 def baseline_psnr(images:torch.Tensor, grid_size:int) -> dict:
     "PSNR of two learning-free references: per-image mean colour, and a blur through a `grid_size`² RGB grid."
     x = images.float()
@@ -271,6 +280,7 @@ def load_tokenizer(path, device='cpu'):
     tok.meta = cfg.get('meta', {})
     return tok.to(device).eval()
 
+# %% ../nbs/01_tokenizer.ipynb #4a13d1ae
 @patch
 def folder_tensors(self:DalleTokenizer) -> dict: return dict(encoder=self.encoder.state_dict(), decoder=self.decoder.state_dict())
 @patch(cls_method=True)

@@ -1,6 +1,7 @@
 """The machinery every long run of this project shares — pretraining (05), fine-tuning (06), segmentation (07):
 a run configuration, a per-step schedule, data that can be resumed mid-epoch, `accelerate` for processes and
-precision, a guard against non-finite losses, atomic checkpoints and logs. Each piece is a fastai callback.
+precision, and a guard against non-finite losses. Each piece is a fastai callback; what a run writes and reads
+back (checkpoints, logs) is the next chapter's (04ba_run_files).
 
 Docs: https://beit-nb.github.io/beit_nb/training.html.md"""
 
@@ -8,26 +9,21 @@ Docs: https://beit-nb.github.io/beit_nb/training.html.md"""
 
 # %% ../nbs/04b_training.ipynb #e30419eb
 from __future__ import annotations
-import csv, hashlib, json, math, os, random, re, time, weakref
-from dataclasses import dataclass, asdict, fields
+import hashlib, math, os, random
+from dataclasses import dataclass
 from typing import ClassVar
-from pathlib import Path
 
 import numpy as np
-import torch, torch.nn as nn
+import torch
 from torch.utils.data import Dataset, Sampler
 from fastcore.basics import patch
-from fastai.learner import Recorder, Metric, CancelBatchException, CancelBackwardException, CancelTrainException
+from fastai.learner import CancelBatchException, CancelBackwardException
 from fastai.callback.core import Callback, TrainEvalCallback, CancelValidException
 
 # %% auto #0
-__all__ = ['CKPT_PATTERN', 'CKPT_KEYS', 'TrainConfig', 'global_batch', 'scaled_lr', 'lr_derivation', 'warmup_cosine', 'poly_lr',
-           'mix_seed', 'ResumableSampler', 'SeededSamples', 'NoValidation', 'RunState', 'resolve_mixed_precision',
-           'make_accelerator', 'AcceleratedTraining', 'NonFiniteLossError', 'NonFiniteGuard', 'rng_states',
-           'set_rng_states', 'atomic_save', 'list_checkpoints', 'find_checkpoint', 'load_resume_checkpoint',
-           'Checkpointer', 'resume_position', 'restore_training_state', 'truncate_csv', 'append_csv', 'batch_correct',
-           'BatchAccuracy', 'RunLog', 'state_hash', 'TraceCallback', 'KillAtStep', 'run_callbacks', 'StopAtTotalSteps',
-           'fit_remaining', 'write_run_config']
+__all__ = ['TrainConfig', 'global_batch', 'scaled_lr', 'lr_derivation', 'warmup_cosine', 'poly_lr', 'mix_seed',
+           'ResumableSampler', 'SeededSamples', 'NoValidation', 'RunState', 'resolve_mixed_precision',
+           'make_accelerator', 'AcceleratedTraining', 'NonFiniteLossError', 'NonFiniteGuard']
 
 # %% ../nbs/04b_training.ipynb #57419bea
 @dataclass
@@ -65,28 +61,33 @@ class TrainConfig:
     dist_timeout: int = 1800              # seconds a process waits in a collective operation before the run fails
 
     def _bad(self, f, want): raise ValueError(f'{type(self).__name__}: {f} must be {want}, got {getattr(self, f)!r}')
+    def __post_init__(self): self._check()     # each field in its range (below); a task's config then checks its own
 
-    @classmethod
-    def from_preset(cls, name:str, **kw):
-        "The preset `name` of `cls.presets` (field values by name), any field overridden by `kw`; an unknown name lists the known ones."
-        if name not in cls.presets: raise ValueError(f'--preset {name}: unknown; available: {", ".join(cls.presets) or "none"}')
-        return cls(**{**cls.presets[name], **kw})
+# %% ../nbs/04b_training.ipynb #4d01b146
+@patch(cls_method=True)
+def from_preset(cls:TrainConfig, name:str, **kw):
+    "The preset `name` of `cls.presets` (field values by name), any field overridden by `kw`; an unknown name lists the known ones."
+    if name not in cls.presets: raise ValueError(f'--preset {name}: unknown; available: {", ".join(cls.presets) or "none"}')
+    return cls(**{**cls.presets[name], **kw})
 
-    def __post_init__(self):
-        pos = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
-        for f in ('epochs', 'batch_size', 'accum_steps', 'base_batch', 'dist_timeout'):
-            if not pos(getattr(self, f)): self._bad(f, 'a positive int')
-        for f in ('warmup_epochs', 'eval_every', 'save_every'):
-            v = getattr(self, f)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0): self._bad(f, 'an int >= 0')
-        if self.iters is not None and not pos(self.iters): self._bad('iters', 'none or a positive int')
-        if self.warmup_iters is not None and not (isinstance(self.warmup_iters, int) and self.warmup_iters >= 0):
-            self._bad('warmup_iters', 'none or an int >= 0')
-        if self.num_workers is not None and not (isinstance(self.num_workers, int) and self.num_workers >= 0):
-            self._bad('num_workers', 'none or an int >= 0')
-        if self.schedule not in ('cosine', 'poly'): self._bad('schedule', "'cosine' or 'poly'")
-        if self.lr_scaling not in ('linear', 'none'): self._bad('lr_scaling', "'linear' or 'none'")
-        if self.mixed_precision not in ('auto', 'no', 'fp16', 'bf16'): self._bad('mixed_precision', 'auto, no, fp16 or bf16')
+# %% ../nbs/04b_training.ipynb #e684289e
+@patch
+def _check(self:TrainConfig):
+    "Each field in its range, or a `ValueError` naming it (from `__post_init__`)."
+    pos = lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0
+    for f in ('epochs', 'batch_size', 'accum_steps', 'base_batch', 'dist_timeout'):
+        if not pos(getattr(self, f)): self._bad(f, 'a positive int')
+    for f in ('warmup_epochs', 'eval_every', 'save_every'):
+        v = getattr(self, f)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0): self._bad(f, 'an int >= 0')
+    if self.iters is not None and not pos(self.iters): self._bad('iters', 'none or a positive int')
+    if self.warmup_iters is not None and not (isinstance(self.warmup_iters, int) and self.warmup_iters >= 0):
+        self._bad('warmup_iters', 'none or an int >= 0')
+    if self.num_workers is not None and not (isinstance(self.num_workers, int) and self.num_workers >= 0):
+        self._bad('num_workers', 'none or an int >= 0')
+    if self.schedule not in ('cosine', 'poly'): self._bad('schedule', "'cosine' or 'poly'")
+    if self.lr_scaling not in ('linear', 'none'): self._bad('lr_scaling', "'linear' or 'none'")
+    if self.mixed_precision not in ('auto', 'no', 'fp16', 'bf16'): self._bad('mixed_precision', 'auto, no, fp16 or bf16')
 
 # %% ../nbs/04b_training.ipynb #c25b7d1b
 def global_batch(cfg:TrainConfig, world_size:int=1) -> int:
@@ -105,6 +106,7 @@ def lr_derivation(cfg:TrainConfig, world_size:int=1) -> str:
     return (f'peak lr {scaled_lr(cfg, world_size):.4g} = {cfg.lr:.4g} × {gb} / {cfg.base_batch} (linear scaling: '
             f'--lr × global batch / --base-batch; --lr-scaling none takes --lr as given); {batch}')
 
+# %% ../nbs/04b_training.ipynb #dd0ddb00
 def warmup_cosine(step:int, total_steps:int, warmup_steps:int, peak:float, final:float=1e-5, start:float=0.) -> float:
     "Learning rate at optimizer step `step`: linear warmup `start→peak`, then cosine `peak→final` at `total_steps`."
     if step < warmup_steps: return start + (peak - start) * step / warmup_steps
@@ -135,19 +137,22 @@ class ResumableSampler(Sampler):
         "Epoch `epoch`, skipping the first `start` samples of this rank's shard."
         self.epoch, self.start = epoch, start
 
-    def order(self) -> list[int]:
-        "The epoch's permutation of all `n` indices (the same on every rank)."
-        if not self.shuffle: return list(range(self.n))
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(mix_seed(self.seed, 'order', self.epoch))).tolist()
-
-    def indices(self) -> list[int]:
-        "This rank's whole shard for the current epoch."
-        return self.order()[self.rank:self.per_rank * self.world_size:self.world_size]
-
     def __iter__(self):
         idx = self.indices()[self.start:]
         return iter([(self.epoch, i) for i in idx] if self.tag_epoch else idx)
     def __len__(self): return self.per_rank - self.start
+
+# %% ../nbs/04b_training.ipynb #16c3ffdb
+@patch
+def order(self:ResumableSampler) -> list[int]:
+    "The epoch's permutation of all `n` indices (the same on every rank)."
+    if not self.shuffle: return list(range(self.n))
+    return torch.randperm(self.n, generator=torch.Generator().manual_seed(mix_seed(self.seed, 'order', self.epoch))).tolist()
+
+@patch
+def indices(self:ResumableSampler) -> list[int]:
+    "This rank's whole shard for the current epoch."
+    return self.order()[self.rank:self.per_rank * self.world_size:self.world_size]
 
 # %% ../nbs/04b_training.ipynb #cf00ec5a
 class SeededSamples(Dataset):
@@ -191,22 +196,26 @@ class RunState(Callback):
         if c.schedule == 'poly': return poly_lr(self.step, self.total_steps, self.warmup_steps, self.peak_lr, c.power, c.min_lr, c.warmup_ratio)
         return warmup_cosine(self.step, self.total_steps, self.warmup_steps, self.peak_lr, c.min_lr, c.warmup_lr)
 
-    def before_train(self):
-        if self.learn.epoch > 0: self.batch_in_epoch = 0     # only the first epoch of a resumed run starts mid-way
-        if self.sampler is not None: self.sampler.set_epoch(self.abs_epoch, start=self.batch_in_epoch * self.cfg.batch_size)
-        if self.dataset is not None: self.dataset.set_epoch(self.abs_epoch)
+# %% ../nbs/04b_training.ipynb #52413022
+@patch
+def before_train(self:RunState):
+    if self.learn.epoch > 0: self.batch_in_epoch = 0     # only the first epoch of a resumed run starts mid-way
+    if self.sampler is not None: self.sampler.set_epoch(self.abs_epoch, start=self.batch_in_epoch * self.cfg.batch_size)
+    if self.dataset is not None: self.dataset.set_epoch(self.abs_epoch)
 
-    def before_batch(self):
-        if not self.training: return
-        torch.manual_seed(mix_seed(self.cfg.seed, 'batch', self.abs_epoch, self.batch_in_epoch, self.rank))
-        scales = [g.get('lr_scale', 1.) for g in self.learn.opt.opt.param_groups]   # e.g. layer-wise lr decay (06)
-        self.learn.opt.set_hyper('lr', [self.lr * s for s in scales])
+@patch
+def before_batch(self:RunState):
+    if not self.training: return
+    torch.manual_seed(mix_seed(self.cfg.seed, 'batch', self.abs_epoch, self.batch_in_epoch, self.rank))
+    scales = [g.get('lr_scale', 1.) for g in self.learn.opt.opt.param_groups]   # e.g. layer-wise lr decay (06)
+    self.learn.opt.set_hyper('lr', [self.lr * s for s in scales])
 
-    def after_batch(self):
-        if not self.training: return
-        self.batch_in_epoch += 1
-        tr = getattr(self.learn, 'accelerated_training', None)
-        if tr is None or tr.stepped: self.step += 1
+@patch
+def after_batch(self:RunState):
+    if not self.training: return
+    self.batch_in_epoch += 1
+    tr = getattr(self.learn, 'accelerated_training', None)
+    if tr is None or tr.stepped: self.step += 1
 
 # %% ../nbs/04b_training.ipynb #61991fe3
 def resolve_mixed_precision(mp:str='auto') -> str:
@@ -249,33 +258,40 @@ class AcceleratedTraining(Callback):
         from fastai.torch_core import to_device
         return to_device(b, self.accel.device, non_blocking=True)
 
-    def before_batch(self):
-        self.skipped = False
-        if self.training: self._acc = self.accel.accumulate(self.learn.model); self._acc.__enter__()
-
-    def after_cancel_batch(self): self.skipped = True             # e.g. a non-finite loss: no backward, no step
-
-    def before_backward(self):
-        self.accel.backward(self.learn.loss_grad)
-        raise CancelBackwardException()
-
-    def before_step(self):
-        if self.clip_grad and self.accel.sync_gradients:
-            self.learn.grad_norm = self.accel.clip_grad_norm_(self.learn.model.parameters(), self.clip_grad)
-
-    def after_batch(self):
-        if self._acc is not None: self._acc.__exit__(None, None, None); self._acc = None
-
     def after_fit(self):
         self.learn.__dict__.pop('_set_device', None)          # fastai's own transfer again
         self.learn.model = self.raw_model
         opt = self.learn.opt.opt
         self.learn.opt.opt = getattr(opt, 'optimizer', opt)    # the plain optimizer again, so that `fit` can be called again
 
-    @property
-    def stepped(self) -> bool:
-        "Did the optimizer step on this batch (accumulation boundary, not skipped, no fp16 overflow)?"
-        return not self.skipped and self.accel.sync_gradients and not self.learn.opt.opt.step_was_skipped
+# %% ../nbs/04b_training.ipynb #df634969
+@patch
+def before_batch(self:AcceleratedTraining):
+    self.skipped = False
+    if self.training: self._acc = self.accel.accumulate(self.learn.model); self._acc.__enter__()
+
+@patch
+def after_cancel_batch(self:AcceleratedTraining): self.skipped = True             # e.g. a non-finite loss: no backward, no step
+
+@patch
+def before_backward(self:AcceleratedTraining):
+    self.accel.backward(self.learn.loss_grad)
+    raise CancelBackwardException()
+
+@patch
+def before_step(self:AcceleratedTraining):
+    if self.clip_grad and self.accel.sync_gradients:
+        self.learn.grad_norm = self.accel.clip_grad_norm_(self.learn.model.parameters(), self.clip_grad)
+
+@patch
+def after_batch(self:AcceleratedTraining):
+    if self._acc is not None: self._acc.__exit__(None, None, None); self._acc = None
+
+# %% ../nbs/04b_training.ipynb #246894f0
+@patch(as_prop=True)
+def stepped(self:AcceleratedTraining) -> bool:
+    "Did the optimizer step on this batch (accumulation boundary, not skipped, no fp16 overflow)?"
+    return not self.skipped and self.accel.sync_gradients and not self.learn.opt.opt.step_was_skipped
 
 # %% ../nbs/04b_training.ipynb #5389f84d
 class NonFiniteLossError(RuntimeError): pass
@@ -302,318 +318,3 @@ class NonFiniteGuard(Callback):
         for p in self.learn.model.parameters(): p.grad = None   # drop a half-accumulated gradient as well
         self.learn.yb = ()             # fastai's Recorder and our logs ignore a batch without targets
         raise CancelBatchException()
-
-# %% ../nbs/04b_training.ipynb #91a0d032
-CKPT_PATTERN = 'checkpoint-*.pt'
-
-def rng_states() -> dict:
-    "This process's Python, NumPy, torch (and CUDA) RNG states, in a `weights_only`-loadable form."
-    v, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    st = dict(python=[v, list(internal), gauss], numpy=[name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-              torch=torch.get_rng_state())
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    return st
-
-def set_rng_states(st:dict):
-    "Restore states saved by `rng_states`."
-    v, internal, gauss = st['python']; random.setstate((v, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = st['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached)); torch.set_rng_state(st['torch'])
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-
-def atomic_save(obj, path):
-    "`torch.save` to a temporary file beside `path`, fsync, then rename over `path`."
-    path = Path(path); tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-
-def list_checkpoints(run_dir) -> list[Path]:
-    "Checkpoints in `run_dir`, newest (highest step) first."
-    key = lambda p: int(re.search(r'checkpoint-(\d+)', p.name).group(1))
-    return sorted(Path(run_dir).glob(CKPT_PATTERN), key=key, reverse=True)
-
-# %% ../nbs/04b_training.ipynb #0e761509
-CKPT_KEYS = {'model', 'optimizer', 'epoch', 'samples_in_epoch', 'step', 'rng', 'config'}
-
-def find_checkpoint(run_dir, log=print) -> tuple[Path, dict] | tuple[None, None]:
-    "The newest checkpoint in `run_dir` that loads and holds a full training state, skipping (and naming) bad ones."
-    for p in list_checkpoints(run_dir):
-        try:
-            ck = torch.load(p, map_location='cpu', weights_only=True)
-            missing = CKPT_KEYS - set(ck)
-            if missing: raise ValueError(f'missing entries {sorted(missing)}')
-            return p, ck
-        except Exception as e:
-            log(f'checkpoint {p} is unusable ({type(e).__name__}: {str(e)[:200]}); falling back to the previous one')
-    return None, None
-
-def load_resume_checkpoint(resume:str|None, run_dir, log=print, command:str='the run') -> tuple[Path|None, dict|None]:
-    "`--resume auto` or a checkpoint path → `(path, checkpoint)`, or `(None, None)` to start fresh."
-    run_dir = Path(run_dir)
-    if not resume:
-        if list_checkpoints(run_dir):
-            raise FileExistsError(f'{run_dir} already holds checkpoints ({list_checkpoints(run_dir)[0].name}, ...): pass '
-                                  f'--resume auto to continue that run, or choose another --out')
-        return None, None
-    if resume == 'auto': path, ck = find_checkpoint(run_dir, log)
-    else:
-        path = Path(resume)
-        if not path.is_file(): raise FileNotFoundError(f'--resume {resume}: no such checkpoint file (or pass --resume auto)')
-        try: ck = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception as e: raise ValueError(f'--resume {resume}: not a readable checkpoint ({type(e).__name__}: {str(e)[:200]})') from None
-        if not isinstance(ck, dict) or CKPT_KEYS - set(ck):
-            raise ValueError(f'--resume {resume}: not a training checkpoint of {command} (expected entries {sorted(CKPT_KEYS)})')
-    if ck is None: log(f'no usable checkpoint in {run_dir}: starting from scratch')
-    return path, ck
-
-# %% ../nbs/04b_training.ipynb #3facb8a9
-class Checkpointer(Callback):
-    "Atomic checkpoints every `cfg.save_every` optimizer steps and at each epoch end (rank 0 writes; the newest `keep` stay)."
-    # a callback with a `checkpoint_state()` method adds its entries (e.g. a model EMA) to every checkpoint
-    order = Recorder.order + 10                             # after RunLog: a step's row is on disk before its checkpoint
-    def __init__(self, run_dir, accel, state:RunState, cfg:TrainConfig):
-        self.run_dir, self.accel, self.state, self.cfg = Path(run_dir), accel, state, cfg
-        self.last_saved = None
-
-    def save(self):
-        from accelerate.utils import gather_object
-        st, learn = self.state, self.learn
-        if self.last_saved == st.step: return               # nothing new since the last save
-        self.last_saved = st.step
-        rngs = gather_object([rng_states()]) if self.accel.num_processes > 1 else [rng_states()]   # every rank's
-        if not self.accel.is_main_process: return
-        epoch, b = (st.abs_epoch + 1, 0) if st.batch_in_epoch >= st.batches_per_epoch else (st.abs_epoch, st.batch_in_epoch)
-        guard = getattr(learn, 'non_finite_guard', None)
-        ck = dict(model=learn.accelerated_training.raw_model.state_dict(), optimizer=learn.opt.opt.state_dict(),
-                  scaler=(self.accel.scaler.state_dict() if self.accel.scaler is not None else {}),
-                  epoch=epoch, samples_in_epoch=b * self.cfg.batch_size * self.accel.num_processes, step=st.step,
-                  nonfinite=guard.n_nonfinite if guard else 0, rng=rngs, config=asdict(self.cfg), world_size=self.accel.num_processes,
-                  schedule=dict(peak_lr=st.peak_lr, total_steps=st.total_steps, warmup_steps=st.warmup_steps))
-        for cb in learn.cbs:
-            if hasattr(cb, 'checkpoint_state'): ck.update(cb.checkpoint_state())
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save(ck, self.run_dir/f'checkpoint-{st.step:08d}.pt')
-        for old in list_checkpoints(self.run_dir)[self.cfg.keep_checkpoints:]: old.unlink(missing_ok=True)
-
-    def before_fit(self): self.last_saved = self.state.step
-    def after_batch(self):
-        st = self.state
-        if self.training and self.cfg.save_every and st.step % self.cfg.save_every == 0: self.save()
-    def after_train(self): self.save()
-
-# %% ../nbs/04b_training.ipynb #f8ef7857
-def resume_position(ck:dict, cfg:TrainConfig, world_size:int, steps_per_epoch:int, log=print) -> dict:
-    "Epoch, batch and step to continue from; exact when the global batch is the checkpoint's."
-    per_step = cfg.batch_size * world_size
-    b, rem = divmod(ck['samples_in_epoch'], per_step)
-    step, old = ck['step'], ck['config']
-    if global_batch(cfg, world_size) != old['batch_size'] * old['accum_steps'] * ck['world_size'] or rem:
-        step = ck['epoch'] * steps_per_epoch + b // cfg.accum_steps
-        log(f'note: the checkpoint was written with another global batch ({ck["world_size"]} processes × '
-            f'{old["batch_size"]} × {old["accum_steps"]}); continuing at epoch {ck["epoch"]}, batch {b}, '
-            f'step {step} of the new schedule' + (f' ({rem} images of this epoch are read twice)' if rem else ''))
-    return dict(start_epoch=ck['epoch'], batch_in_epoch=b, step=step)
-
-def restore_training_state(learn, ck:dict, accel):
-    "Load a checkpoint's optimizer, RNG states (this rank's), non-finite count and gradient scaler into `learn`."
-    learn.opt.opt.load_state_dict(ck['optimizer'])
-    rngs = ck['rng']
-    set_rng_states(rngs[accel.process_index] if len(rngs) == accel.num_processes else rngs[0])
-    guard = getattr(learn, 'non_finite_guard', None)
-    if guard is not None: guard.n_nonfinite = ck.get('nonfinite', 0)
-    if ck.get('scaler') and accel.scaler is not None: accel.scaler.load_state_dict(ck['scaler'])
-
-# %% ../nbs/04b_training.ipynb #8252c718
-def truncate_csv(path:Path, key:str, upto:int):
-    "Keep the header and the rows of `path` whose `key` column is ≤ `upto`."
-    if not path.exists(): return
-    with open(path) as f: rows = list(csv.DictReader(f))
-    if not rows: return
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader()
-        w.writerows(r for r in rows if int(r[key]) <= upto)
-
-def append_csv(path:Path, cols, row):
-    "Append `row` (a dict over `cols`) to the CSV file `path`, writing the header first when the file is new."
-    new = not path.exists()
-    with open(path, 'a', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        if new: w.writeheader()
-        w.writerow(row)
-
-def batch_correct(learn) -> tuple[float, int]:
-    """Arg-max hits of the current batch and how many targets were scored. Classes lie on dim 1, so dense predictions
-    `[B, C, H, W]` against labels `[B, H, W]` are read in place; labels equal to the loss's `ignore_index` (segmentation's
-    255) are not scored. Hits are NaN when the targets are not class labels (soft Mixup targets, regressed pixels).
-    Computed once per batch: the run log and `BatchAccuracy` share the count, so a step takes one arg-max."""
-    pred, labels = learn.pred, learn.yb[0]
-    memo = getattr(learn, '_correct_memo', None)       # weak references: a freed batch's tensors are never matched again
-    if memo is not None and memo[0]() is pred and memo[1]() is labels: return memo[2]
-    if labels.is_floating_point(): c = (float('nan'), len(labels))
-    else:
-        hit, ignore = pred.argmax(1) == labels, getattr(getattr(learn, 'loss_func', None), 'ignore_index', None)
-        if ignore is None: c = (hit.sum().item(), labels.numel())
-        else: keep = labels != ignore; c = tuple(torch.stack(((hit & keep).sum(), keep.sum())).tolist())   # one sync
-    learn._correct_memo = (weakref.ref(pred), weakref.ref(labels), c)
-    return c
-
-class BatchAccuracy(Metric):
-    "Training accuracy as a fastai metric, from `batch_correct`: the count the run log writes, not a second arg-max."
-    def __init__(self, name:str='accuracy'): self._name = name
-    def reset(self): self.correct, self.n = 0., 0
-    def accumulate(self, learn): c, n = batch_correct(learn); self.correct += c; self.n += n
-    @property
-    def value(self): return self.correct / self.n if self.n else None
-    @property
-    def name(self): return self._name
-
-def _batch_stats(learn) -> list[float]:
-    "`[loss × n, correct, n]` of a training batch, n the targets scored (`batch_correct`: NaN when not class labels)."
-    c, n = batch_correct(learn)
-    return [learn.loss.item() * n, c, n]
-
-# %% ../nbs/04b_training.ipynb #a0f3cbd7
-def _fmt_acc(v:float) -> str: return '' if math.isnan(v) else f'{v:.4f}'   # an empty cell where there is no accuracy
-
-class RunLog(Callback):
-    "Per-step `steps.csv` and per-epoch `log.csv` (loss, accuracy, lr, img/s) from rank 0; optional TensorBoard."
-    order = Recorder.order + 1
-    STEP_COLS = ['step', 'epoch', 'loss', 'accuracy', 'lr']
-    EPOCH_COLS = ['epoch', 'step', 'loss', 'accuracy', 'lr', 'img_per_s', 'seconds', 'nonfinite']
-    def __init__(self, run_dir, accel, state:RunState, tensorboard:bool=False, echo:bool=True):
-        self.run_dir, self.accel, self.state, self.tensorboard, self.echo = Path(run_dir), accel, state, tensorboard, echo
-        self.tb = None
-
-    def before_fit(self):
-        self.main = self.accel.is_main_process
-        if not self.main: return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        truncate_csv(self.run_dir/'steps.csv', 'step', self.state.step)
-        truncate_csv(self.run_dir/'log.csv', 'epoch', self.state.start_epoch - 1)
-        if self.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(self.run_dir/'tensorboard'), purge_step=self.state.step)
-
-    def before_train(self):
-        self.sums = torch.zeros(4, dtype=torch.float64)        # this epoch: loss × n, correct, n, images
-        self.step_sums = torch.zeros(3, dtype=torch.float64)   # this optimizer step's micro-batches (rank 0's share)
-        self.t0 = time.time()
-
-# %% ../nbs/04b_training.ipynb #b04ffb8e
-@patch
-def after_batch(self:RunLog):
-    if not self.training or not self.learn.yb: return      # a skipped batch has no targets left
-    s = torch.tensor(_batch_stats(self.learn), dtype=torch.float64)
-    self.sums += torch.cat([s, torch.tensor([self.learn.xb[0].shape[0]], dtype=torch.float64)]); self.step_sums += s
-    tr = getattr(self.learn, 'accelerated_training', None)
-    if tr is not None and not tr.stepped: return
-    (l, c, _), self.step_sums = (self.step_sums / max(self.step_sums[2].item(), 1)).tolist(), torch.zeros(3, dtype=torch.float64)
-    if not self.main: return
-    lr = self.learn.opt.hypers[0]['lr']
-    append_csv(self.run_dir/'steps.csv', self.STEP_COLS, dict(step=self.state.step, epoch=self.state.abs_epoch,
-                                                                loss=f'{l:.6f}', accuracy=_fmt_acc(c), lr=f'{lr:.4e}'))
-    if self.tb: self.tb.add_scalar('train/loss', l, self.state.step); self.tb.add_scalar('train/lr', lr, self.state.step)
-
-@patch
-def after_train(self:RunLog):
-    tot = self.sums.to(self.accel.device)
-    if self.accel.num_processes > 1: tot = self.accel.reduce(tot, 'sum')
-    tot, secs = tot.cpu().tolist(), time.time() - self.t0
-    guard = getattr(self.learn, 'non_finite_guard', None)
-    r = self.epoch_row = dict(epoch=self.state.abs_epoch, step=self.state.step, loss=f'{tot[0] / max(tot[2], 1):.5f}',
-                              accuracy=_fmt_acc(tot[1] / max(tot[2], 1)), lr=f'{self.learn.opt.hypers[0]["lr"]:.3e}',
-                              img_per_s=f'{tot[3] / max(secs, 1e-9):.1f}', seconds=f'{secs:.1f}',
-                              nonfinite=guard.n_nonfinite if guard else 0)
-    if not self.main: return
-    append_csv(self.run_dir/'log.csv', self.EPOCH_COLS, r)
-    if self.tb:
-        for k in ('loss', 'accuracy', 'img_per_s'): self.tb.add_scalar(f'epoch/{k}', float(r[k]), self.state.step)
-    if self.echo:
-        acc = f'  acc {float(r["accuracy"]):.1%}' if r['accuracy'] else ''
-        print(f'epoch {r["epoch"] + 1}/{self.state.n_epochs}  step {r["step"]}  loss {r["loss"]}{acc}  '
-              f'lr {r["lr"]}  {r["img_per_s"]} img/s  {r["seconds"]} s', flush=True)
-
-@patch
-def after_fit(self:RunLog):
-    if self.tb: self.tb.close()
-
-# %% ../nbs/04b_training.ipynb #679e8018
-def state_hash(model:nn.Module) -> str:
-    "sha256 of a model's state dict (names, shapes and bytes)."
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode()); h.update(str(tuple(v.shape)).encode()); h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-class TraceCallback(Callback):
-    "Per-rank evidence for data-parallel training: samples read, local vs synchronised first gradient, final weight hash."
-    order = TrainEvalCallback.order - 5
-    def __init__(self, run_dir, accel, state:RunState, probe:str):
-        self.run_dir, self.accel, self.state, self.probe = Path(run_dir), accel, state, probe
-        self.trace = dict(rank=accel.process_index, world_size=accel.num_processes, samples=[])
-
-    def _param(self): return dict(self.learn.accelerated_training.raw_model.named_parameters())[self.probe]
-
-    def before_batch(self):
-        if not self.training: return
-        bs, st = self.state.cfg.batch_size, self.state
-        self.trace['samples'].append(st.sampler.indices()[st.batch_in_epoch * bs:(st.batch_in_epoch + 1) * bs])
-
-    def before_backward(self):
-        if 'local_grad' in self.trace: return
-        g, = torch.autograd.grad(self.learn.loss_grad, [self._param()], retain_graph=True)
-        self.trace['local_grad'] = g.flatten()[:32].tolist()
-
-    def after_step(self):
-        if 'synced_grad' not in self.trace: self.trace['synced_grad'] = self._param().grad.flatten()[:32].tolist()
-
-    def after_fit(self):
-        self.trace['weights_sha256'] = state_hash(self.learn.accelerated_training.raw_model)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir/f'trace-rank{self.accel.process_index}.json').write_text(json.dumps(self.trace))
-
-class KillAtStep(Callback):
-    "(testing) SIGKILL this process in optimizer step `step`, after its log row and before its checkpoint."
-    order = (RunLog.order + Checkpointer.order) / 2
-    def __init__(self, state:RunState, step:int): self.state, self.at = state, step
-    def after_batch(self):
-        if self.training and self.state.step >= self.at:
-            import signal; os.kill(os.getpid(), signal.SIGKILL)
-
-# %% ../nbs/04b_training.ipynb #1b55a34b
-def run_callbacks(cfg:TrainConfig, accel, state:RunState, run_dir, tensorboard:bool=False, echo:bool=True,
-                  inject_nan_batches=(), trace_probe:str|None=None, kill_at_step:int|None=None) -> list[Callback]:
-    "The callbacks of a resumable run: `RunState`, `AcceleratedTraining`, `NonFiniteGuard`, `Checkpointer`, `RunLog` (+ testing ones)."
-    nan_here = [b if isinstance(b, int) else b[1] for b in inject_nan_batches if isinstance(b, int) or b[0] == accel.process_index]
-    cbs = [state, AcceleratedTraining(accel, cfg.clip_grad, cfg.compile), NonFiniteGuard(accel, cfg.max_nonfinite, nan_here),
-           Checkpointer(run_dir, accel, state, cfg), RunLog(run_dir, accel, state, tensorboard, echo=echo), StopAtTotalSteps()]
-    if trace_probe: cbs.append(TraceCallback(run_dir, accel, state, trace_probe))
-    if kill_at_step: cbs.append(KillAtStep(state, kill_at_step))
-    return cbs
-
-class StopAtTotalSteps(Callback):
-    "End training after the schedule's last optimizer step (`iters` can end mid-epoch: that epoch's row and checkpoint are still written)."
-    order = 200                                              # after every other callback's `after_batch`
-    def after_batch(self):
-        if self.training and self.learn.run_state.step >= self.learn.run_state.total_steps: raise CancelTrainException()
-
-def fit_remaining(learn):
-    "Train what a (possibly resumed) run has left of its schedule (`learn.run_state`), then wait for every process."
-    st, accel = learn.run_state, learn.accelerator
-    if st.step < st.total_steps: learn.fit(st.n_epochs - st.start_epoch)
-    else: accel.print(f'nothing to do: the run already finished its {st.total_steps} optimizer steps')
-    accel.wait_for_everyone()
-
-def write_run_config(run_dir, cfg:TrainConfig, accel, state:RunState, **extra):
-    "Write `config.json`: every field of the config, and under `run` what was resolved at start (rank 0 only)."
-    if not accel.is_main_process: return
-    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
-    run = dict(world_size=accel.num_processes, mixed_precision_used=accel.mixed_precision,
-               distributed_type=str(accel.distributed_type).split('.')[-1], peak_lr=state.peak_lr,
-               lr_derivation=lr_derivation(cfg, accel.num_processes), global_batch=global_batch(cfg, accel.num_processes),
-               steps_per_epoch=state.steps_per_epoch, total_steps=state.total_steps, epochs_run=state.n_epochs, **extra)
-    (run_dir/'config.json').write_text(json.dumps(dict(asdict(cfg), run=run), indent=1))

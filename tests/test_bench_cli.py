@@ -2,7 +2,7 @@
 run prints the table and writes bench.txt, bench.csv and bench.json with every expected row (the four step rows, each
 fast-path switch, the data-loading rows, masking, augmentation, tokenizer, segmentation inference), the machine
 named (CPU, cores, torch/timm/transformers versions) and the goals. No timing is asserted: only that numbers are
-there and positive. (A preset that does not exist is refused in the notebook, 10_bench.)"""
+there and positive. (A preset that does not exist is refused in the notebook, 10b_bench.)"""
 import csv, json, os, subprocess, sys
 from pathlib import Path
 import pytest

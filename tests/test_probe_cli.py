@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import ROOT, console_script
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
-MODEL = ['--model', 'beit_tiny_patch8_64_8k_vocab', '--depth', '2', '--input-size', '32']
+MODEL = ['--model-name', 'beit_tiny_patch8_64_8k_vocab', '--depth', '2', '--input-size', '32']
 
 def write_folder(root):
     "2 classes (dark, light) × 6 training / 3 validation images of 36×40 px."
