@@ -22,7 +22,8 @@ from .data import ImageFolderDataset, class_folders, eval_transform, input_mean_
 from .classifier import AnySizeBeit, beit_classifier, group_keys
 from .training import TrainConfig, SeededSamples, make_accelerator, mix_seed
 from .run_files import Checkpointer
-from .recipe import (Run, start_run, demo_data, resumable_learner, train_and_save, recipe_command, shard, reduce_sum, Evaluator,
+from .recipe import (Run, check_inputs, depth_override, start_run, demo_data, resumable_learner, train_and_save, recipe_command,
+                            shard, reduce_sum, Evaluator,
                             default_workers)
 
 # %% auto #0
@@ -160,17 +161,14 @@ def finetune_learner(cfg:FinetuneConfig,
                      kill_at_step:int|None=None,   # (testing) SIGKILL the run in this optimizer step, between its log row and checkpoint
                      verbose:bool=True, cbs:list=()) -> Learner:
     "A fastai `Learner` fine-tuning a BEiT classifier from `checkpoint` (or from scratch) on the image folder `data`, validated every `cfg.eval_every` epochs."
-    if data is None and not cfg.n_demo: raise ValueError('pass --data FOLDER (with train/<class>/ and val/<class>/ image folders), or --preset demo')
-    if data is not None and not Path(data).is_dir(): raise FileNotFoundError(f'--data {data}: no such folder')
-    if checkpoint is not None and not isinstance(checkpoint, dict) and not Path(checkpoint).exists():
-        raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
+    check_inputs(cfg, data, checkpoint, 'FOLDER (with train/<class>/ and val/<class>/ image folders)')
     run = start_run(cfg, run_dir, resume, 'beit-finetune')
     if data is None: data = demo_data(run, cfg.n_demo)
     train, ds, val = finetune_datasets(cfg, data)
     num_classes = cfg.num_classes or len(train.classes)
     if num_classes < len(train.classes): raise ValueError(f'num_classes={num_classes}: {data}/train has {len(train.classes)} class folders')
     model, report = beit_classifier(checkpoint, cfg.model_name, num_classes=num_classes, input_size=cfg.input_size, use_cls=cfg.use_cls,
-                                    init_scale=cfg.init_scale, drop_path=cfg.drop_path, verbose=False, **_depth(cfg))
+                                    init_scale=cfg.init_scale, drop_path=cfg.drop_path, verbose=False, **depth_override(cfg))
     if report is not None and verbose: run.log(report)
     if checkpoint is None: run.log('no --checkpoint: the classifier starts from random weights')
     k = min(5, num_classes)
@@ -183,8 +181,6 @@ def finetune_learner(cfg:FinetuneConfig,
     learn.load_report, learn.classes, learn.topk, learn.val_ds = report, train.classes, k, val
     if cfg.model_ema: add_model_ema(learn, cfg, run.ck, run.log)
     return learn
-
-def _depth(cfg) -> dict: return dict(depth=cfg.depth) if cfg.depth else {}
 
 # %% ../nbs/06a_finetune.ipynb #af2ccf28
 @torch.no_grad()
@@ -218,7 +214,7 @@ def finetune(cfg:FinetuneConfig,
     mean, std = input_mean_std(cfg.imagenet_mean_std)
     train_and_save(learn, dict(model=cfg.model_name, num_classes=learn.model.num_classes, img_size=cfg.input_size,
                                classes=json.dumps(learn.classes), mean=json.dumps(list(mean)), std=json.dumps(list(std)),
-                               global_pool='token' if cfg.use_cls else 'avg', **_depth(cfg)))
+                               global_pool='token' if cfg.use_cls else 'avg', **depth_override(cfg)))
     return learn
 
 # %% ../nbs/06a_finetune.ipynb #916c3884
@@ -253,7 +249,7 @@ def evaluate_finetuned(cfg:FinetuneConfig, checkpoint, data=None, run_dir='runs/
     "The official `--eval`: the fine-tuned classifier `checkpoint` scored on `data`/val, split across processes; `eval.json` in `run_dir` (rank 0)."
     if checkpoint is None: raise ValueError('--eval-only needs --checkpoint (a fine-tuned classifier)')
     if not isinstance(checkpoint, dict) and not Path(checkpoint).exists(): raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
-    if data is None and not cfg.n_demo: raise ValueError('pass --data FOLDER (with a val/<class>/ image folder), or --preset demo')
+    check_inputs(cfg, data, data_kind='FOLDER (with a val/<class>/ image folder)')
     run = Run(cfg, make_accelerator(cfg), Path(run_dir), 'beit-finetune'); log = run.log   # a run folder with checkpoints is fine here
     if data is None: data = demo_data(run, cfg.n_demo)
     root = Path(data)
@@ -262,7 +258,7 @@ def evaluate_finetuned(cfg:FinetuneConfig, checkpoint, data=None, run_dir='runs/
     val = ImageFolderDataset(root/'val', transform=finetune_transform(cfg, train=False), classes=classes)
     num_classes = cfg.num_classes or len(val.classes)
     model, rep = beit_classifier(checkpoint, cfg.model_name, num_classes=num_classes, input_size=cfg.input_size, use_cls=cfg.use_cls,
-                                 drop_path=0., verbose=False, **_depth(cfg))
+                                 drop_path=0., verbose=False, **depth_override(cfg))
     if rep.initialised:
         raise ValueError(f'--eval-only: {rep.source} is not a fine-tuned classifier for {num_classes} classes '
                          f'({group_keys(rep.initialised)} would start random); fine-tune it first, or set --num-classes')

@@ -25,7 +25,7 @@ import beit_nb.backbone  # registers the *_8k_vocab models in timm's registry
 from .mim import mim_loss, mim_labels, pixel_regression_target, pixel_regression_loss, evaluate_mim
 from .training import TrainConfig, SeededSamples
 from .run_files import BatchAccuracy
-from .recipe import Run, start_run, resumable_learner, train_and_save, recipe_command, make_adamw
+from .recipe import Run, check_inputs, start_run, resumable_learner, train_and_save, recipe_command, make_adamw
 
 # %% auto #0
 __all__ = ['beit_pretrain', 'PretrainConfig', 'pretrain_no_decay', 'MIMCallback', 'masking_generator', 'pixel_head_size',
@@ -213,8 +213,7 @@ def pretrain_learner(cfg:PretrainConfig,
                      kill_at_step:int|None=None,    # (testing) SIGKILL the run in this optimizer step, between its log row and checkpoint
                     ) -> Learner:
     "A fastai `Learner` for BEiT MIM pretraining of `cfg` on the image folder `data` (or `cfg.n_demo` synthetic scenes)."
-    if data is None and not cfg.n_demo: raise ValueError('pass --data IMAGE_FOLDER (ImageNet layout or any folder of images), or --preset demo')
-    if data is not None and not Path(data).is_dir(): raise FileNotFoundError(f'--data {data}: no such folder')
+    check_inputs(cfg, data, data_kind='IMAGE_FOLDER (ImageNet layout or any folder of images)')
     run = start_run(cfg, run_dir, resume, 'beit-pretrain')
     tok = _tokenizer(tokenizer, cfg) if cfg.target == 'tokens' else None    # pixel regression needs none
     if tok is None and tokenizer is not None: run.log('note: --target pixels regresses pixels; the tokenizer is not used')

@@ -34,7 +34,8 @@ from .run_files import (load_resume_checkpoint, resume_position, restore_trainin
 # %% auto #0
 __all__ = ['field_help', 'parse_value', 'read_config_file', 'make_config', 'end_processes', 'recipe_parser', 'recipe_command',
            'default_workers', 'train_loader', 'param_groups', 'make_adamw', 'shard', 'reduce_sum', 'Evaluator',
-           'PeriodicEval', 'Run', 'start_run', 'demo_data', 'resumable_learner', 'train_and_save', 'run_path']
+           'PeriodicEval', 'Run', 'check_inputs', 'depth_override', 'start_run', 'demo_data', 'resumable_learner',
+           'train_and_save', 'run_path']
 
 # %% ../nbs/04c_recipe.ipynb #fd5599ab
 def field_help(cls) -> dict:
@@ -272,6 +273,17 @@ class Run:
     cfg: TrainConfig; accel: object; run_dir: Path; command: str; ck_path: Path | None = None; ck: dict | None = None
     @property
     def log(self) -> Callable: return self.accel.print
+
+def check_inputs(cfg:TrainConfig, data, checkpoint=None, data_kind:str='FOLDER') -> None:
+    "Before any work: `data` is a folder (or the config trains on `n_demo` demo images) and `checkpoint`, if any, exists."
+    if data is None and not getattr(cfg, 'n_demo', 0): raise ValueError(f'pass --data {data_kind}, or --preset demo')
+    if data is not None and not Path(data).is_dir(): raise FileNotFoundError(f'--data {data}: no such folder')
+    if checkpoint is not None and not isinstance(checkpoint, dict) and not Path(checkpoint).exists():
+        raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
+
+def depth_override(cfg) -> dict:
+    "`depth=cfg.depth` for a model builder when the config overrides the architecture's number of blocks, else nothing."
+    return dict(depth=cfg.depth) if getattr(cfg, 'depth', None) else {}
 
 def start_run(cfg:TrainConfig, run_dir, resume:str|None, command:str) -> Run:
     "The accelerator of `cfg`, the checkpoint `resume` names (`auto`: the newest good one in `run_dir`), seeds set."

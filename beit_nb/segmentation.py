@@ -23,7 +23,8 @@ from .seg_model import (BeitSegmentor, beit_segmentor, segmentor_config, load_se
                                overlay_labels, resize_bilinear)
 from .seg_data import ADE20KDataset, SegTrainTransform, SegEvalTransform, OnPair, intersect_and_union, SegMetrics
 from .training import TrainConfig, SeededSamples, make_accelerator
-from .recipe import Run, start_run, demo_data, resumable_learner, train_and_save, recipe_command, shard, reduce_sum, Evaluator
+from .recipe import (Run, check_inputs, depth_override, start_run, demo_data, resumable_learner, train_and_save, recipe_command,
+                            shard, reduce_sum, Evaluator)
 
 # %% auto #0
 __all__ = ['beit_segment', 'SegConfig', 'SegLoss', 'PixelLog', 'evaluate_segmentor', 'sync_buffers', 'segmentation_evaluator',
@@ -145,8 +146,6 @@ def seg_datasets(cfg:SegConfig, data) -> tuple:
     val = ADE20KDataset(data, 'validation', SegEvalTransform(mean, std), reduce_zero_label=cfg.reduce_zero_label)
     return train, SeededSamples(train, OnPair(tfm), cfg.seed), val
 
-def _depth(cfg) -> dict: return dict(depth=cfg.depth) if cfg.depth else {}
-
 # %% ../nbs/07b_segmentation.ipynb #0d979997
 def segment_learner(cfg:SegConfig,
                     data:str|None=None,           # ADE20K-layout folder: images/{training,validation}/*.jpg + annotations/{training,validation}/*.png, paired by name
@@ -158,15 +157,12 @@ def segment_learner(cfg:SegConfig,
                     kill_at_step:int|None=None,   # (testing) SIGKILL the run in this optimizer step, between its log row and checkpoint
                     verbose:bool=True, cbs:list=()) -> Learner:
     "A fastai `Learner` training a BEiT segmentor from `checkpoint` (or from scratch) on the ADE20K-layout folder `data`, validated every `cfg.eval_every` steps."
-    if data is None and not cfg.n_demo: raise ValueError('pass --data FOLDER (ADE20K layout: images/ and annotations/), or --preset demo')
-    if data is not None and not Path(data).is_dir(): raise FileNotFoundError(f'--data {data}: no such folder')
-    if checkpoint is not None and not isinstance(checkpoint, dict) and not Path(checkpoint).exists():
-        raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
+    check_inputs(cfg, data, checkpoint, 'FOLDER (ADE20K layout: images/ and annotations/)')
     run = start_run(cfg, run_dir, resume, 'beit-segment')
     if data is None: data = demo_data(run, cfg.n_demo, 'ade20k')     # the demo scenes in the ADE20K layout
     train, ds, val = seg_datasets(cfg, data)
     model, report = beit_segmentor(checkpoint, cfg.model_name, cfg.num_classes, cfg.crop_size, cfg.head, cfg.blocks, cfg.channels,
-                                   cfg.aux_channels, cfg.aux_weight, cfg.drop_path, cfg.init_values, verbose=False, **_depth(cfg))
+                                   cfg.aux_channels, cfg.aux_weight, cfg.drop_path, cfg.init_values, verbose=False, **depth_override(cfg))
     if report is not None and verbose: run.log(report)
     if checkpoint is None: run.log('no --checkpoint: the segmentor starts from random weights')
     if run.accel.num_processes > 1 and run.accel.device.type == 'cuda': model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -232,8 +228,7 @@ def evaluate_checkpoint(cfg:SegConfig, checkpoint, data=None, run_dir='runs/segm
     "mIoU of the saved segmentor `checkpoint` on `data`/validation with its run's test settings, split across processes; `eval.json` in `run_dir` (rank 0)."
     if checkpoint is None: raise ValueError('--eval-only needs --checkpoint (a segmentor saved by beit-segment)')
     model, meta = load_segmentor(checkpoint)
-    if data is None and not cfg.n_demo: raise ValueError('pass --data FOLDER (ADE20K layout: images/ and annotations/), or --preset demo')
-    if data is not None and not Path(data).is_dir(): raise FileNotFoundError(f'--data {data}: no such folder')
+    check_inputs(cfg, data, data_kind='FOLDER (ADE20K layout: images/ and annotations/)')
     run = Run(cfg, make_accelerator(cfg), Path(run_dir), 'beit-segment'); log = run.log   # a run folder with checkpoints is fine here
     if data is None: data = demo_data(run, cfg.n_demo, 'ade20k')
     t, (mean, std) = _test_settings(cfg, meta), _mean_std(meta)

@@ -79,3 +79,15 @@ def test_nonfinite_losses_stop_the_run(tmp_path):
     assert r.returncode != 0
     assert 'non-finite loss at batch 2: step skipped (1 so far)' in r.stdout + r.stderr
     assert 'beit-pretrain: 2 non-finite losses (limit max_nonfinite=2): stopping' in r.stderr
+
+def test_config_file_starts_the_same_run(reference):
+    "`--config RUN/config.json` gives back the config the flags made (its `run` entry, resolved at start, is skipped)."
+    import json
+    from dataclasses import asdict
+    from beit_nb.pretrain import beit_pretrain
+    saved = json.loads((reference/'config.json').read_text())
+    from_flags, _ = beit_pretrain.parse(PRETRAIN[3:] + ['--run-dir', str(reference)])
+    from_file, run = beit_pretrain.parse(['--config', str(reference/'config.json'), '--run-dir', str(reference), '--resume', 'auto'])
+    assert asdict(from_file) == asdict(from_flags) == {k: v for k, v in saved.items() if k != 'run'}
+    assert run == dict(run_dir=str(reference), resume='auto')
+    assert saved['run']['world_size'] == 1 and saved['run']['total_steps'] == STEPS
