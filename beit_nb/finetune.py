@@ -188,13 +188,13 @@ def evaluate_classifier(model:nn.Module, ds, k:int=5, batch_size:int=64, num_wor
     "Cross-entropy, top-1 and top-k (k capped at the classes) of `model` on the dataset `ds`; with `accel`, each process scores its shard."
     dev, idx = next(model.parameters()).device, shard(len(ds), accel)
     dl = DataLoader(Subset(ds, idx), batch_size=batch_size, shuffle=False, num_workers=num_workers if len(idx) else 0)
-    sums = torch.zeros(4, dtype=torch.float64)            # loss × n, top-1 hits, top-k hits, n
+    sums = torch.zeros(4, dtype=torch.float64, device=dev)   # loss × n, top-1 hits, top-k hits, n: on the device, no sync per batch
     with eval_mode(model):
         for x, y in dl:
             x, y = x.to(dev), y.to(dev); out = model(x).float()
             top = out.topk(min(k, out.shape[-1]), -1).indices
-            sums += torch.tensor([F.cross_entropy(out, y, reduction='sum').item(), (top[:, 0] == y).sum().item(),
-                                  (top == y[:, None]).any(-1).sum().item(), len(y)], dtype=torch.float64)
+            sums += torch.stack([F.cross_entropy(out, y, reduction='sum'), (top[:, 0] == y).sum(), (top == y[:, None]).any(-1).sum(),
+                                 torch.tensor(len(y), device=dev)]).double()
     loss, c1, ck, n = reduce_sum(sums, accel).tolist()
     return dict(loss=loss / n, top1=c1 / n, top5=ck / n, top5_k=min(k, model.num_classes), n_val=int(n))
 

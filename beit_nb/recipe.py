@@ -33,9 +33,9 @@ from .run_files import (load_resume_checkpoint, resume_position, restore_trainin
 
 # %% auto #0
 __all__ = ['field_help', 'parse_value', 'read_config_file', 'make_config', 'end_processes', 'recipe_parser', 'recipe_command',
-           'default_workers', 'train_loader', 'param_groups', 'make_adamw', 'shard', 'reduce_sum', 'Evaluator',
-           'PeriodicEval', 'Run', 'check_inputs', 'depth_override', 'start_run', 'demo_data', 'resumable_learner',
-           'train_and_save', 'run_path']
+           'default_workers', 'train_loader', 'param_groups', 'make_adamw', 'shard', 'reduce_sum', 'sync_buffers',
+           'Evaluator', 'PeriodicEval', 'Run', 'check_inputs', 'depth_override', 'start_run', 'demo_data',
+           'resumable_learner', 'train_and_save']
 
 # %% ../nbs/04c_recipe.ipynb #fd5599ab
 def field_help(cls) -> dict:
@@ -210,6 +210,12 @@ def reduce_sum(t:torch.Tensor, accel=None) -> torch.Tensor:
     if accel is None or accel.num_processes == 1: return t.cpu()
     return accel.reduce(t.to(accel.device), 'sum').cpu()
 
+def sync_buffers(model:nn.Module, accel=None) -> nn.Module:
+    "Rank 0's buffers (BatchNorm statistics) on every process: DDP broadcasts them before each forward, so after the last one each rank holds its own."
+    if accel is not None and accel.num_processes > 1:
+        for b in model.buffers(): torch.distributed.broadcast(b.data, 0)
+    return model
+
 @dataclass
 class Evaluator:
     "How a recipe scores a model on its validation set, on every process at once: `score(model) → dict` (the sums reduced)."
@@ -249,7 +255,8 @@ def evaluate(self:PeriodicEval) -> dict:
     "Score the unwrapped model now (once per step), append the row to `val.csv` (rank 0) and print it with the running best."
     st = self.learn.run_state
     if self.last is not None and self.last['step'] == st.step: return self.last
-    m = self.evaluator(getattr(self.learn.accelerated_training, 'raw_model', self.learn.model))   # unwrapped
+    model = getattr(self.learn.accelerated_training, 'raw_model', self.learn.model)          # unwrapped
+    m = self.evaluator(sync_buffers(model, self.accel))            # every process scores the model rank 0 saves
     key, row = self.evaluator.columns[0], dict(epoch=st.abs_epoch, step=st.step)
     if self.best is None or m[key] > self.best: self.best = m[key]
     self.last = dict(m, **row)
@@ -335,24 +342,19 @@ def resumable_learner(run:Run, train_ds:SeededSamples, model:nn.Module, loss_fun
 def train_and_save(learn:Learner, metadata:dict) -> dict:
     "Fit what is left, evaluate the final weights (and any callback's `saved_models()`), save them and `metrics.json` (rank 0)."
     fit_remaining(learn)
-    accel, cfg, ev, st = learn.accelerator, learn.cfg, learn.evaluator, learn.run_state
-    model = learn.model
+    accel, cfg, st, path = learn.accelerator, learn.cfg, learn.run_state, Path(learn.path)
     m = dict(step=st.step, epochs=st.n_epochs)
     extra = {k: v for cb in learn.cbs if hasattr(cb, 'saved_models') for k, v in cb.saved_models().items()}
-    if ev is not None:
-        pe = getattr(learn, 'periodic_eval', None)
-        last = pe.evaluate() if pe is not None else dict(ev(model), step=st.step)
-        m.update({k: v for k, v in last.items() if k not in ('epoch',)})
-        if pe is None: accel.print(f'validation: {ev.describe(last)}')
-        for name, (other, _) in extra.items():
-            e = ev(other); m.update({f'{name}_{k}': v for k, v in e.items() if not isinstance(v, dict)}, **extra[name][1])
-            accel.print(f'validation of the {name}: {ev.describe(e)}')
+    if learn.evaluator is not None:                                  # the last periodic evaluation scored the final weights
+        m.update({k: v for k, v in learn.periodic_eval.evaluate().items() if k != 'epoch'})
+        for name, (other, more) in extra.items():
+            e = learn.evaluator(sync_buffers(other, accel))
+            m.update({f'{name}_{k}': v for k, v in e.items() if not isinstance(v, dict)}, **more)
+            accel.print(f'validation of the {name}: {learn.evaluator.describe(e)}')
     if accel.is_main_process:
         meta = dict(metadata, step=st.step, config=json.dumps(asdict(cfg)))
-        save_beit_checkpoint(model, run_path(learn)/'model.safetensors', metadata=meta)
-        for name, (other, more) in extra.items(): save_beit_checkpoint(other, run_path(learn)/f'model_{name}.safetensors', metadata={**meta, **more})
-        if ev is not None: (run_path(learn)/'metrics.json').write_text(json.dumps(m, indent=1))
+        save_beit_checkpoint(learn.model, path/'model.safetensors', metadata=meta)
+        for name, (other, more) in extra.items(): save_beit_checkpoint(other, path/f'model_{name}.safetensors', metadata={**meta, **more})
+        if learn.evaluator is not None: (path/'metrics.json').write_text(json.dumps(m, indent=1))
     learn.metrics_result = m
     return m
-
-def run_path(learn:Learner) -> Path: return Path(learn.path)

@@ -27,8 +27,8 @@ from .recipe import (Run, check_inputs, depth_override, start_run, demo_data, re
                             shard, reduce_sum, Evaluator)
 
 # %% auto #0
-__all__ = ['beit_segment', 'SegConfig', 'SegLoss', 'PixelLog', 'evaluate_segmentor', 'sync_buffers', 'segmentation_evaluator',
-           'seg_datasets', 'segment_learner', 'segment', 'evaluate_checkpoint']
+__all__ = ['beit_segment', 'SegConfig', 'SegLoss', 'PixelLog', 'evaluate_segmentor', 'segmentation_evaluator', 'seg_datasets',
+           'segment_learner', 'segment', 'evaluate_checkpoint']
 
 # %% ../nbs/07b_segmentation.ipynb #0269cf37
 @dataclass
@@ -125,15 +125,9 @@ def evaluate_segmentor(model:BeitSegmentor, ds, mode:str='slide', crop_size=512,
 
 def _describe(m:dict) -> str: return f'mIoU {m["mIoU"]:.2%}  aAcc {m["aAcc"]:.2%}  mAcc {m["mAcc"]:.2%}  ({m["n_val"]} images)'
 
-def sync_buffers(model:nn.Module, accel=None) -> nn.Module:
-    "Rank 0's buffers (BatchNorm statistics) on every process: DDP broadcasts them before each forward, so after the last one each rank holds its own."
-    if accel is not None and accel.num_processes > 1:
-        for b in model.buffers(): torch.distributed.broadcast(b.data, 0)
-    return model
-
 def segmentation_evaluator(val, cfg:SegConfig, accel=None) -> Evaluator:
     "The recipe's validation: `evaluate_segmentor` on `val` with the config's test settings, split across the processes; the running best is mIoU."
-    def score(model): return evaluate_segmentor(sync_buffers(model, accel), val, cfg.test_mode, cfg.crop_size, cfg.stride,
+    def score(model): return evaluate_segmentor(model, val, cfg.test_mode, cfg.crop_size, cfg.stride,
                                                 scales=tuple(cfg.scales), flip=cfg.flip, accel=accel)
     return Evaluator(score, ('mIoU', 'aAcc', 'mAcc'), _describe)
 
