@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.layers.interpolate import RegularGridInterpolator
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
 # %% auto #0
 __all__ = ['LAYOUTS', 'HF_BLOCK_KEYS', 'HF_QKV', 'HF_KEY_BIAS', 'HF_BLOCK_PREFIX', 'HF_MODEL_KEYS', 'HF_HEAD_KEYS',
@@ -189,21 +190,49 @@ def _grid_from_hf_config(cfg:dict):
     img, p = [(v, v) if isinstance(v, int) else tuple(v) for v in (img, p)]
     return (img[0] // p[0], img[1] // p[1])
 
+def _is_timm_config(cfg:dict) -> bool: return 'pretrained_cfg' in cfg and 'model_type' not in cfg   # timm's push_to_hf_hub config.json
+
 def _hf_config_info(fn:Path) -> dict:
     "Patch grid and LayerNorm eps from a Hugging Face `config.json` (absent eps: `BeitConfig`'s default, as HF reads it)."
     cfg = json.loads(fn.read_text())
+    if _is_timm_config(cfg): return {}                       # timm's config: no HF eps default; the normalisation is read below
     return dict(grid_size=_grid_from_hf_config(cfg), layer_norm_eps=float(cfg.get('layer_norm_eps', HF_DEFAULT_EPS)),
                 eps_source='config.json')
 
+# %% ../nbs/03b_checkpoints.ipynb #b408698d
+def _mean_std(mean, std, source:str) -> dict:
+    return dict(mean_std=(tuple(float(v) for v in mean), tuple(float(v) for v in std)), mean_std_source=source)
+
+def _folder_mean_std(d:Path) -> dict:
+    "The normalisation a Hugging Face (`preprocessor_config.json`) or timm (`config.json` → `pretrained_cfg`) folder records."
+    if (fn := d/'preprocessor_config.json').exists():
+        c = json.loads(fn.read_text())
+        if 'image_mean' in c and 'image_std' in c: return _mean_std(c['image_mean'], c['image_std'], 'preprocessor_config.json')
+    if (fn := d/'config.json').exists():
+        c = json.loads(fn.read_text()).get('pretrained_cfg') or {}
+        if 'mean' in c and 'std' in c: return _mean_std(c['mean'], c['std'], 'config.json pretrained_cfg (timm)')
+    return {}
+
+def _file_mean_std(obj, meta:dict) -> dict:
+    "The normalisation our safetensors metadata (`mean`, `std`: JSON lists) or an official `.pth`'s `args` record."
+    if 'mean' in meta and 'std' in meta: return _mean_std(json.loads(meta['mean']), json.loads(meta['std']), 'metadata')
+    args = obj.get('args') if isinstance(obj, Mapping) else None
+    if isinstance(args, argparse.Namespace) and hasattr(args, 'imagenet_default_mean_and_std'):
+        imnet = bool(args.imagenet_default_mean_and_std)         # the official datasets.py: ImageNet's, else timm's INCEPTION 0.5/0.5
+        return _mean_std(IMAGENET_DEFAULT_MEAN if imnet else IMAGENET_INCEPTION_MEAN, IMAGENET_DEFAULT_STD if imnet else IMAGENET_INCEPTION_STD,
+                         f'args.imagenet_default_mean_and_std={imnet}')
+    return {}
+
 # %% ../nbs/03b_checkpoints.ipynb #af7b8d08
 def read_checkpoint(src) -> tuple[dict, dict]:
-    "State dict (unwrapped, prefixes stripped) and info (`name`, and `grid_size`, `layer_norm_eps` when recorded) from a path or mapping."
-    info = dict(name='state dict', grid_size=None, layer_norm_eps=None, eps_source=None)
+    "State dict (unwrapped, prefixes stripped) and info (`name`, and `grid_size`, `layer_norm_eps`, `mean_std` when recorded) from a path or mapping."
+    info = dict(name='state dict', grid_size=None, layer_norm_eps=None, eps_source=None, mean_std=None, mean_std_source=None)
     if isinstance(src, (str, Path)):
         p = Path(src).expanduser(); info['name'] = str(p)
         if not p.exists(): raise FileNotFoundError(f'checkpoint {p} does not exist')
         if p.is_dir():
             if (p/'config.json').exists(): info.update(_hf_config_info(p/'config.json'))
+            info.update(_folder_mean_std(p))
             fn = next((p/n for n in _HF_FILES if (p/n).exists()), None)
             if fn is None: raise FileNotFoundError(f'{p}: a directory without any of {_HF_FILES}')
             if fn.name.endswith('.index.json'):
@@ -212,7 +241,9 @@ def read_checkpoint(src) -> tuple[dict, dict]:
             else: obj = _load_file(fn)[0]
         else:
             if p.name in _HF_FILES and (p.parent/'config.json').exists(): info.update(_hf_config_info(p.parent/'config.json'))
+            if p.name in _HF_FILES: info.update(_folder_mean_std(p.parent))
             obj, meta = _load_file(p)
+            info.update(_file_mean_std(obj, meta))
             if 'grid_size' in meta: info['grid_size'] = tuple(int(v) for v in meta['grid_size'].split(','))
             if 'layer_norm_eps' in meta: info.update(layer_norm_eps=float(meta['layer_norm_eps']), eps_source='metadata')
     elif isinstance(src, Mapping): obj = src

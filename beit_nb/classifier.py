@@ -75,6 +75,11 @@ class AnySizeBeit(Beit):
         "The official fine-tuning model's exemption from weight decay (1-D params and biases are exempt anyway); timm's `Beit` adds the bias tables."
         return {'pos_embed', 'cls_token'}
 
+    @torch.jit.ignore
+    def group_matcher(self, coarse:bool=False) -> dict:
+        "Layer-decay groups: embeddings, one per block, then the rest; the final `norm` with the head (official `get_num_layer_for_vit`: scale 1), not with the last block as in timm."
+        return dict(stem=r'^cls_token|pos_embed|patch_embed|rel_pos_bias', blocks=[(r'^blocks\.(\d+)', None)])
+
     def input_grid(self, x:torch.Tensor) -> tuple:
         "Patch grid of the images `x`; a clear error if they do not divide into patches."
         (h, w), (p, q) = x.shape[-2:], self.patch_embed.patch_size
@@ -121,6 +126,8 @@ class LoadReport:
     dropped:dict = field(default_factory=dict)          # reason → keys
     initialised:list = field(default_factory=list)      # model keys not from the checkpoint
     layer_norm_eps:float|None = None
+    mean_std:tuple[tuple, tuple]|None = None            # the input normalisation the checkpoint records (None: it does not say)
+    mean_std_source:str = ''                            # where it was read: metadata, args…, preprocessor_config.json, config.json
     notes:list = field(default_factory=list)
 
     def __str__(self):
@@ -130,8 +137,12 @@ class LoadReport:
         lines += [f'  dropped ({why}): {group_keys(ks)}' for why, ks in self.dropped.items() if ks]
         lines.append(f'  newly initialised: {group_keys(self.initialised)}')
         if self.layer_norm_eps is not None: lines.append(f'  LayerNorm eps: {self.layer_norm_eps:g}')
+        lines.append(f'  inputs: mean {_fmt_ms(self.mean_std[0])}, std {_fmt_ms(self.mean_std[1])} ({self.mean_std_source})'
+                     if self.mean_std else '  inputs: the checkpoint does not record their mean/std')
         return '\n'.join(lines + [f'  note: {n}' for n in self.notes])
     __repr__ = __str__
+
+def _fmt_ms(v) -> str: return '(' + ', '.join(f'{x:g}' for x in v) + ')'
 
 # %% ../nbs/06_classifier.ipynb #89b6109b
 def _build(model_name:str, **kw) -> AnySizeBeit:
@@ -143,6 +154,18 @@ def _build(model_name:str, **kw) -> AnySizeBeit:
     return AnySizeBeit.from_beit(m)
 
 def _fmt_grid(g): return f'{g[0]}×{g[1]}'
+
+def _shape_from(sd:dict, kwargs:dict) -> list:
+    "What the checkpoint's keys decide unless `kwargs` say: position embedding, relative position bias, layer scale (notes for the report)."
+    kwargs.setdefault('use_abs_pos_emb', 'pos_embed' in sd)
+    notes = []
+    if 'use_rel_pos_bias' not in kwargs and not any(k.endswith('relative_position_bias_table') for k in sd):
+        kwargs['use_rel_pos_bias'] = False
+        notes.append('no relative position table in the checkpoint: built without relative position bias (official --disable_rel_pos_bias)')
+    if 'init_values' not in kwargs and not any(k.startswith('blocks.') and k.endswith('.gamma_1') for k in sd):
+        kwargs['init_values'] = 0.                     # timm: no gamma (create_model drops None arguments)
+        notes.append('no layer scale (gamma_1/gamma_2) in the checkpoint: built without it (official --layer_scale_init_value 0)')
+    return notes
 
 def _resizes(sd:dict, info:dict, grid:tuple, mode:str) -> list:
     out, tabs = [], [k for k in sd if k.endswith('relative_position_bias_table')]
@@ -167,14 +190,14 @@ def beit_classifier(checkpoint=None,                     # path (file or HF fold
                     drop_path:float=0.1,                  # stochastic depth rate
                     rel_pos_mode:str='cubic',             # how position tables are resized ('cubic': official; 'linear': timm)
                     strict:bool=True, verbose:bool=True,
-                    **kwargs) -> tuple[AnySizeBeit, LoadReport|None]:   # any other `Beit` argument (use_abs_pos_emb, embed_dim, …)
+                    **kwargs) -> tuple[AnySizeBeit, LoadReport|None]:   # any other `Beit` argument (use_abs_pos_emb, use_rel_pos_bias, init_values, embed_dim, …)
     "A BEiT classifier for fine-tuning from any BEiT checkpoint, and the report of what was loaded (printed if `verbose`)."
     sd = None
     if checkpoint is not None:
         raw, info = read_checkpoint(checkpoint)
         layout = detect_layout(raw)
         sd = to_timm(raw, layout)
-        kwargs.setdefault('use_abs_pos_emb', 'pos_embed' in sd)
+        shape_notes = _shape_from(sd, kwargs)
     kw = dict(num_classes=num_classes, global_pool='token' if use_cls else 'avg', use_fc_norm=not use_cls,
               head_init_scale=init_scale, drop_path_rate=drop_path, use_rel_pos_bias=True, use_shared_rel_pos_bias=False)
     if input_size is not None: kw['img_size'] = input_size
@@ -183,6 +206,7 @@ def beit_classifier(checkpoint=None,                     # path (file or HF fold
     for b in model.blocks: b.attn.mode = rel_pos_mode
     if sd is None: return model, None
     report = _load_into(model, raw, sd, info, layout, strict, rel_pos_mode)
+    report.notes[:0] = shape_notes
     if verbose: print(report)
     return model, report
 
@@ -190,7 +214,7 @@ def beit_classifier(checkpoint=None,                     # path (file or HF fold
 def _load_into(model:AnySizeBeit, raw:dict, sd:dict, info:dict, layout:str, strict:bool, mode:str) -> LoadReport:
     "Sort the checkpoint's keys into the report, load the rest with `load_beit_checkpoint`."
     grid, tsd = tuple(model.patch_embed.grid_size), model.state_dict()
-    rep = LoadReport(info['name'], layout, len(raw))
+    rep = LoadReport(info['name'], layout, len(raw), mean_std=info.get('mean_std'), mean_std_source=info.get('mean_std_source') or '')
     rep.renamed = sum(k not in sd for k in raw if not k.endswith('relative_position_index'))
     n_index = sum(k.endswith('relative_position_index') for k in raw)
     if n_index: rep.notes.append(f'{n_index} relative_position_index buffer(s) not read (timm recomputes them)')

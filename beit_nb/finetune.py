@@ -18,18 +18,18 @@ from timm.data import Mixup, create_transform
 from timm.utils import ModelEmaV3
 from fastai.learner import Learner
 from fastai.callback.core import Callback, TrainEvalCallback
-from .data import ImageFolderDataset, class_folders, eval_transform, input_mean_std, check_crop_scale, eval_mode
+from fastcore.basics import noop
+from .data import ImageFolderDataset, class_folders, eval_transform, check_crop_scale, eval_mode
 from .classifier import AnySizeBeit, beit_classifier, group_keys
 from .training import TrainConfig, SeededSamples, make_accelerator, mix_seed
 from .run_files import Checkpointer
 from .recipe import (Run, check_inputs, depth_override, start_run, demo_data, resumable_learner, train_and_save, recipe_command,
-                            shard, reduce_sum, Evaluator,
-                            default_workers)
+                            shard, reduce_sum, Evaluator, input_normalisation, default_workers)
 
 # %% auto #0
 __all__ = ['beit_finetune', 'FinetuneConfig', 'finetune_transform', 'OnImage', 'make_mixup', 'FinetuneLoss', 'MixupCallback',
-           'finetune_datasets', 'finetune_learner', 'evaluate_classifier', 'classification_evaluator', 'finetune',
-           'ModelEmaCallback', 'add_model_ema', 'evaluate_finetuned']
+           'finetune_datasets', 'arch_overrides', 'finetune_learner', 'evaluate_classifier', 'classification_evaluator',
+           'finetune', 'ModelEmaCallback', 'add_model_ema', 'evaluate_finetuned']
 
 # %% ../nbs/06a_finetune.ipynb #1515aa1c
 @dataclass
@@ -41,10 +41,10 @@ class FinetuneConfig(TrainConfig):
     epochs: int = 100
     warmup_epochs: int = 20
     batch_size: int = 128                 # images per process per micro-batch; the README's 1024 is 8 GPUs × 128
-    lr: float = 4e-3                      # peak lr at base_batch (official: 4e-3 at 1024), scaled linearly with the real global batch
+    lr: float = 4e-3                      # peak lr at base_batch (official: 4e-3 at 1024), scaled linearly with the real global batch (the official script takes --lr as given: the same at the README's batch; --lr-scaling none for that)
     base_batch: int = 1024
     min_lr: float = 1e-6
-    warmup_lr: float = 1e-6
+    warmup_lr: float = 0.                 # lr at step 0 (official: 0, cosine_scheduler's start_warmup_value; its --warmup_lr 1e-6 is parsed but unused)
     layer_decay: float = 0.65             # lr of layer l (0 = embeddings, depth + 1 = head) × layer_decay ** (depth + 1 - l)
     drop_path: float = 0.1                # stochastic depth rate
     input_size: int = 224                 # image size in pixels
@@ -61,10 +61,13 @@ class FinetuneConfig(TrainConfig):
     smoothing: float = 0.1                # label smoothing
     use_cls: bool = False                 # classify from the [CLS] token instead of mean pooling + fc_norm
     init_scale: float = 0.001             # head weights × this at init
+    rel_pos_bias: bool | None = None      # relative position bias, one table per block (official default; --no-rel-pos-bias: official --disable_rel_pos_bias); none: unless the checkpoint has no tables
+    abs_pos_emb: bool | None = None       # absolute position embedding (official --abs_pos_emb); none: if the checkpoint has one
+    init_values: float | None = None      # layer-scale init (official --layer_scale_init_value; 0: no layer scale); none: the architecture's (0.1 base, 1e-5 large), 0 if the checkpoint has no gamma
     model_ema: bool = False               # keep an EMA of the weights (official --model_ema), evaluated and saved as model_ema.safetensors
     model_ema_decay: float = 0.9999       # EMA decay per optimizer step (official default)
     model_ema_force_cpu: bool = False     # keep the EMA on the CPU (official --model_ema_force_cpu)
-    imagenet_mean_std: bool = False       # inputs normalised with ImageNet mean/std; else 0.5/0.5 (the official default)
+    imagenet_mean_std: bool | None = None # inputs normalised with ImageNet mean/std (--no-: 0.5/0.5); none: as the checkpoint records, else 0.5/0.5 (the official default)
     save_every: int = 1000
     n_demo: int = 0                       # without --data: the bundled demo folders with this many training images (6 classes; the demo preset: 600)
 
@@ -94,15 +97,21 @@ FinetuneConfig.presets = {   # the official README's commands (8 GPUs; lr quoted
                               layer_decay=0.85, drop_path=0.1, weight_decay=1e-8, mixup=0., cutmix=0.),
     'large-pt22k-ft22k': dict(model_name='beit_large_patch16_224', lr=2e-5, base_batch=512, epochs=30, warmup_epochs=5,
                               layer_decay=0.9, drop_path=0.4, weight_decay=1e-8, mixup=0., cutmix=0.),
+    'base-pt22k-in22k':  dict(model_name='beit_base_patch16_224', num_classes=21841, lr=3e-3, base_batch=4096, batch_size=256,
+                              epochs=90, warmup_epochs=5, layer_decay=0.65, drop_path=0.2, weight_decay=0.05, clip_grad=3.0,
+                              mixup=0., cutmix=0., eval_every=0),   # intermediate fine-tuning on ImageNet-22k (16 GPUs × 256)
+    'large-pt22k-in22k': dict(model_name='beit_large_patch16_224', num_classes=21841, lr=2e-3, base_batch=2048, batch_size=64, accum_steps=2,
+                              epochs=90, warmup_epochs=5, layer_decay=0.75, drop_path=0.2, weight_decay=0.05, clip_grad=1.0,
+                              mixup=0., cutmix=0., eval_every=0),   # the same for large (16 GPUs × 64 × 2 accumulation steps)
     'demo':              dict(model_name='beit_tiny_patch8_64_8k_vocab', input_size=64, crop_pct=1.0, epochs=10, warmup_epochs=1,
-                              batch_size=32, lr=2e-3, base_batch=32, layer_decay=0.75, drop_path=0., mixup=0., cutmix=0., reprob=0.,
-                              num_workers=0, save_every=50, n_demo=600),   # the bundled demo folders, on a CPU
+                              batch_size=32, lr=2.5e-4, base_batch=32, layer_decay=0.75, drop_path=0., mixup=0., cutmix=0., reprob=0.,
+                              num_workers=0, save_every=50, n_demo=600),   # the bundled demo folders, on a CPU; lr: 06c's finding
 }
 
 # %% ../nbs/06a_finetune.ipynb #b68edc39
-def finetune_transform(cfg:FinetuneConfig, train:bool=True):
-    "timm's training `create_transform` of the recipe (`train`), or the evaluation resize + centre crop."
-    mean, std = input_mean_std(cfg.imagenet_mean_std)
+def finetune_transform(cfg:FinetuneConfig, train:bool=True, mean_std=None):
+    "timm's training `create_transform` of the recipe (`train`), or the evaluation resize + centre crop; normalised with `mean_std` (None: the config's, else 0.5/0.5)."
+    mean, std = mean_std or input_normalisation(cfg.imagenet_mean_std, log=noop)
     if not train: return eval_transform(cfg.input_size, mean, std, crop_pct=cfg.eval_crop_pct)
     return create_transform(cfg.input_size, is_training=True, scale=tuple(cfg.crop_scale), color_jitter=cfg.color_jitter,
                             auto_augment=cfg.auto_augment, interpolation='bicubic', re_prob=cfg.reprob, re_mode='pixel', re_count=1,
@@ -140,15 +149,26 @@ class MixupCallback(Callback):
         self.learn.xb, self.learn.yb = (x,), (y,)
 
 # %% ../nbs/06a_finetune.ipynb #335a9dad
-def finetune_datasets(cfg:FinetuneConfig, data) -> tuple:
-    "The training folder, its seeded augmented samples, and the validation set (resized and centre-cropped) of an ImageNet-layout folder."
+def _check_folders(cfg:FinetuneConfig, data) -> bool:
+    "Whether `data` has a val/ folder; an error without train/, or without val/ unless `eval_every` is 0 (official --disable_eval_during_finetuning)."
     root = Path(data)
     for split in ('train', 'val'):
-        if not (root/split).is_dir():
-            raise FileNotFoundError(f'--data {data}: no {split}/ folder (expected DATA/train/<class>/<image> and DATA/val/<class>/<image>)')
+        if not (root/split).is_dir() and (split == 'train' or cfg.eval_every):
+            raise FileNotFoundError(f'--data {data}: no {split}/ folder (expected DATA/train/<class>/<image> and DATA/val/<class>/<image>'
+                                    + ('; without val/, pass --eval-every 0)' if split == 'val' else ')'))
+    return (root/'val').is_dir()
+
+def finetune_datasets(cfg:FinetuneConfig, data, mean_std=None) -> tuple:
+    "The training folder, its seeded augmented samples, and the validation set (resized and centre-cropped; None without val/ at `eval_every=0`)."
+    root, has_val = Path(data), _check_folders(cfg, data)
     train = ImageFolderDataset(root/'train')
-    val = ImageFolderDataset(root/'val', transform=finetune_transform(cfg, train=False), classes=train.classes)
-    return train, SeededSamples(train, OnImage(finetune_transform(cfg, train=True)), cfg.seed), val
+    val = ImageFolderDataset(root/'val', transform=finetune_transform(cfg, False, mean_std), classes=train.classes) if has_val else None
+    return train, SeededSamples(train, OnImage(finetune_transform(cfg, True, mean_std)), cfg.seed), val
+
+def arch_overrides(cfg:FinetuneConfig) -> dict:
+    "The `Beit` arguments the config sets (`rel_pos_bias`, `abs_pos_emb`, `init_values`); those left none the checkpoint decides."
+    d = dict(use_rel_pos_bias=cfg.rel_pos_bias, use_abs_pos_emb=cfg.abs_pos_emb, init_values=cfg.init_values)
+    return {k: v for k, v in d.items() if v is not None}
 
 # %% ../nbs/06a_finetune.ipynb #b1f70590
 def finetune_learner(cfg:FinetuneConfig,
@@ -164,21 +184,27 @@ def finetune_learner(cfg:FinetuneConfig,
     check_inputs(cfg, data, checkpoint, 'FOLDER (with train/<class>/ and val/<class>/ image folders)')
     run = start_run(cfg, run_dir, resume, 'beit-finetune')
     if data is None: data = demo_data(run, cfg.n_demo)
-    train, ds, val = finetune_datasets(cfg, data)
-    num_classes = cfg.num_classes or len(train.classes)
-    if num_classes < len(train.classes): raise ValueError(f'num_classes={num_classes}: {data}/train has {len(train.classes)} class folders')
+    _check_folders(cfg, data)
+    classes = class_folders(Path(data)/'train')
+    num_classes = cfg.num_classes or len(classes)
+    if num_classes < len(classes): raise ValueError(f'num_classes={num_classes}: {data}/train has {len(classes)} class folders')
     model, report = beit_classifier(checkpoint, cfg.model_name, num_classes=num_classes, input_size=cfg.input_size, use_cls=cfg.use_cls,
-                                    init_scale=cfg.init_scale, drop_path=cfg.drop_path, verbose=False, **depth_override(cfg))
+                                    init_scale=cfg.init_scale, drop_path=cfg.drop_path, verbose=False, **arch_overrides(cfg), **depth_override(cfg))
     if report is not None and verbose: run.log(report)
     if checkpoint is None: run.log('no --checkpoint: the classifier starts from random weights')
-    k = min(5, num_classes)
+    mean_std = input_normalisation(cfg.imagenet_mean_std, report, 'half', run.log)
+    train, ds, val = finetune_datasets(cfg, data, mean_std)
+    if val is None: run.log(f'no {data}/val: no validation (--eval-every 0, as the official --disable_eval_during_finetuning)')
+    k, official = min(5, num_classes), '' if cfg.lr_scaling == 'none' else \
+        f'; the official script uses --lr {cfg.lr:.4g} as given, the same as this at a global batch of {cfg.base_batch}'
     learn = resumable_learner(run, ds, model, FinetuneLoss(cfg.smoothing), cbs=[MixupCallback(make_mixup(cfg, num_classes), cfg.seed), *cbs],
-                              evaluator=classification_evaluator(val, cfg, run.accel, k), progress=progress, tensorboard=tensorboard,
-                              kill_at_step=kill_at_step, lr_note=f'; layer decay {cfg.layer_decay} over {len(model.blocks)} blocks',
-                              n_val=len(val), num_classes=num_classes, classes=train.classes, data=str(data),
+                              evaluator=None if val is None else classification_evaluator(val, cfg, run.accel, k), progress=progress,
+                              tensorboard=tensorboard, kill_at_step=kill_at_step,
+                              lr_note=f'; layer decay {cfg.layer_decay} over {len(model.blocks)} blocks{official}',
+                              n_val=0 if val is None else len(val), num_classes=num_classes, classes=train.classes, data=str(data),
                               checkpoint=None if checkpoint is None or isinstance(checkpoint, dict) else str(checkpoint),
-                              load_report=None if report is None else str(report))
-    learn.load_report, learn.classes, learn.topk, learn.val_ds = report, train.classes, k, val
+                              mean=list(mean_std[0]), std=list(mean_std[1]), load_report=None if report is None else str(report))
+    learn.load_report, learn.classes, learn.topk, learn.val_ds, learn.mean_std = report, train.classes, k, val, mean_std
     if cfg.model_ema: add_model_ema(learn, cfg, run.ck, run.log)
     return learn
 
@@ -211,7 +237,7 @@ def finetune(cfg:FinetuneConfig,
     "Fine-tune a BEiT classifier and save `model.safetensors` + `metrics.json` (one process, or several with `accelerate launch`); or only evaluate one."
     if eval_only: return evaluate_finetuned(cfg, kw.get('checkpoint'), kw.get('data'), kw.get('run_dir', 'runs/finetune'))
     learn = finetune_learner(cfg, **kw)
-    mean, std = input_mean_std(cfg.imagenet_mean_std)
+    mean, std = learn.mean_std                                       # what the run used: given, the checkpoint's, or the fallback
     train_and_save(learn, dict(model=cfg.model_name, num_classes=learn.model.num_classes, img_size=cfg.input_size,
                                classes=json.dumps(learn.classes), mean=json.dumps(list(mean)), std=json.dumps(list(std)),
                                global_pool='token' if cfg.use_cls else 'avg', **depth_override(cfg)))
@@ -255,14 +281,15 @@ def evaluate_finetuned(cfg:FinetuneConfig, checkpoint, data=None, run_dir='runs/
     root = Path(data)
     if not (root/'val').is_dir(): raise FileNotFoundError(f'--data {data}: no val/ folder (expected DATA/val/<class>/<image>)')
     classes = class_folders(root/'train') if (root/'train').is_dir() else None     # the fine-tune's label order
-    val = ImageFolderDataset(root/'val', transform=finetune_transform(cfg, train=False), classes=classes)
+    val = ImageFolderDataset(root/'val', classes=classes)                        # the transform once the checkpoint is read
     num_classes = cfg.num_classes or len(val.classes)
     model, rep = beit_classifier(checkpoint, cfg.model_name, num_classes=num_classes, input_size=cfg.input_size, use_cls=cfg.use_cls,
-                                 drop_path=0., verbose=False, **depth_override(cfg))
+                                 drop_path=0., verbose=False, **arch_overrides(cfg), **depth_override(cfg))
     if rep.initialised:
         raise ValueError(f'--eval-only: {rep.source} is not a fine-tuned classifier for {num_classes} classes '
                          f'({group_keys(rep.initialised)} would start random); fine-tune it first, or set --num-classes')
     if verbose: log(rep)
+    val.transform = finetune_transform(cfg, False, input_normalisation(cfg.imagenet_mean_std, rep, 'half', log))
     m = dict(classification_evaluator(val, cfg, run.accel, min(5, num_classes))(model.to(run.accel.device)), checkpoint=rep.source, data=str(data))
     log(f'evaluation: top-1 {m["top1"]:.2%}  top-{m["top5_k"]} {m["top5"]:.2%}  loss {m["loss"]:.4f}  ({m["n_val"]} images)')
     if run.accel.is_main_process:

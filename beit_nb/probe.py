@@ -20,11 +20,13 @@ from fastai.metrics import top_k_accuracy
 from .data import eval_mode, ImageFolderDataset, eval_transform, input_mean_std, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from .checkpoint import read_checkpoint, detect_layout, to_timm
 from .classifier import AnySizeBeit, LoadReport, beit_classifier
+from fastcore.basics import noop
 
 # %% auto #0
-__all__ = ['POOLS', 'block_ids', 'pool_blocks', 'BlockFeatures', 'block_features', 'probe_features', 'ProbeHead', 'topk_accuracy',
-           'fit_probe_head', 'linear_probe', 'probe_transforms', 'linear_probe_augmented', 'knn_scores', 'knn_probe',
-           'probe_by_block', 'plot_probe_by_block', 'probe_model', 'probe_data', 'probe_folder', 'beit_probe']
+__all__ = ['POOLS', 'PROTOCOLS', 'block_ids', 'pool_blocks', 'BlockFeatures', 'block_features', 'probe_features', 'ProbeHead',
+           'topk_accuracy', 'fit_probe_head', 'linear_probe', 'probe_transforms', 'linear_probe_augmented',
+           'BlockHeads', 'linear_probe_official', 'knn_scores', 'knn_probe', 'probe_by_block', 'plot_probe_by_block',
+           'probe_model', 'probe_data', 'probe_folder', 'beit_probe']
 
 # %% ../nbs/06b_probes.ipynb #307570a8
 POOLS = ('mean', 'cls', 'cls+mean', 'concat')
@@ -153,14 +155,14 @@ def _evaluate(head:nn.Module, x, y, k:int=5) -> list[float]:
     return topk_accuracy(s, y, (1, k))
 
 # %% ../nbs/06b_probes.ipynb #d5725f28
-def _train_head(head:ProbeHead, epoch_batches, epochs:int, opt, evaluate=None) -> list[dict]:
-    "The official loop: cross-entropy, a step per batch, `CosineAnnealingLR` to 0 stepped per epoch; a history row per epoch."
+def _train_head(head:nn.Module, epoch_batches, epochs:int, opt, evaluate=None, loss_fn=F.cross_entropy) -> list[dict]:
+    "The official loop: cross-entropy (`loss_fn`), a step per batch, `CosineAnnealingLR` to 0 stepped per epoch; a history row per epoch."
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs, eta_min=0)
     hist = []
     for e in range(epochs):
         head.train(); lr, tot, n = opt.param_groups[0]['lr'], 0., 0
         for xb, yb in epoch_batches(e):
-            loss = F.cross_entropy(head(xb), yb)
+            loss = loss_fn(head(xb), yb)
             opt.zero_grad(); loss.backward(); opt.step()
             tot, n = tot + loss.item() * len(yb), n + len(yb)
         sched.step()
@@ -225,6 +227,38 @@ def linear_probe_augmented(model:Beit, train_dl, val_data, blocks=-1, pool:str='
     top1, top5 = _evaluate(head, vx, vy)
     return dict(top1=top1, top5=top5, top5_k=min(5, C), best_top1=max(r['val_top1'] for r in hist), loss=hist[-1]['loss'],
                 lr=lr, n_train=len(train_dl.dataset), n_val=len(vx), history=hist)
+
+# %% ../nbs/06b_probes.ipynb #6658d05d
+class BlockHeads(nn.Module):
+    "The official `LinearClassifier`: a `ProbeHead` per block, each on its slice of the concatenated features [B, K·F] → logits [K, B, C]."
+    def __init__(self, n_blocks:int, dim:int, num_classes:int):
+        super().__init__(); self.heads = nn.ModuleList(ProbeHead(dim, num_classes) for _ in range(n_blocks))
+    def forward(self, x): return torch.stack([h(c) for h, c in zip(self.heads, x.chunk(len(self.heads), 1))])
+
+def _summed_ce(out, y): return sum(F.cross_entropy(o, y) for o in out)      # the official loss: one term per block's head
+
+def linear_probe_official(model:Beit, train_dl, val_data, blocks='all', num_classes:int|None=None, epochs:int=100,
+                          base_lr:float=1e-3, lr:float|None=None, optimizer:str='adamw', weight_decay:float|None=None, seed:int=0) -> dict:
+    "`run_linear_eval.py`: a head per block on `[CLS]`⊕mean of freshly augmented batches (`train_dl`), trained together; the best over epochs and blocks."
+    _check_model(model, False)
+    bs = block_ids(blocks, len(model.blocks))
+    vf = block_features(model, val_data, bs)
+    vx, vy = torch.cat([vf.pool(i, 'cls+mean') for i in bs], 1), vf.labels
+    C = num_classes or len(getattr(train_dl.dataset, 'classes', [])) or int(vy.max()) + 1
+    lr = base_lr * train_dl.batch_size / 256 if lr is None else lr
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed); heads = BlockHeads(len(bs), 2 * model.embed_dim, C)
+    def batches(e): return ((probe_features(model, xb, bs, 'cls+mean', batch_size=len(xb)), torch.as_tensor(yb)) for xb, yb in train_dl)
+    def scores(h):
+        with eval_mode(h), torch.no_grad(): return [topk_accuracy(s, vy, (1, 5)) for s in h(vx.float())]
+    hist = _train_head(heads, batches, epochs, _optimizer(heads.parameters(), optimizer, lr, weight_decay),
+                       lambda h: dict(val_top1=[a[0] for a in scores(h)]), _summed_ce)
+    last, by_block = scores(heads), list(zip(*[r['val_top1'] for r in hist]))     # by_block[k]: block k's top-1 per epoch
+    rows = [dict(block=b, pool='cls+mean', dim=2 * model.embed_dim, linear_top1=t1, linear_top5=t5, linear_best_top1=max(by_block[k]))
+            for k, (b, (t1, t5)) in enumerate(zip(bs, last))]
+    k, e = max(((k, e) for k in range(len(bs)) for e in range(epochs)), key=lambda ke: (by_block[ke[0]][ke[1]], -ke[1]))
+    return dict(rows=rows, best_top1=by_block[k][e], best_block=bs[k], best_epoch=e, top5_k=min(5, C), lr=lr,
+                n_train=len(train_dl.dataset), n_val=len(vx), history=hist, heads=heads.eval())
 
 # %% ../nbs/06b_probes.ipynb #df63f948
 @torch.no_grad()
@@ -322,21 +356,39 @@ def _parse_blocks(s:str):
     try: return [int(v) for v in str(s).split(',')]
     except ValueError: raise ValueError(f"--blocks {s}: expected 'all' or comma-separated block indices such as 6,8,-1") from None
 
+PROTOCOLS = ('cached', 'official')
+
+def _official_loader(train, input_size:int, mean, std, batch_size:int, num_workers:int, seed:int) -> DataLoader:
+    "The official training views (`RandomResizedCrop` + flip, fresh every step) of the folder set `train`, shuffled each epoch."
+    train.transform = probe_transforms(input_size, mean, std)[0]
+    return DataLoader(train, batch_size=min(batch_size, len(train)), shuffle=True, num_workers=num_workers,
+                      generator=torch.Generator().manual_seed(seed))
+
 def probe_folder(data, checkpoint=None, model_name:str='beit_base_patch16_224', depth:int|None=None, input_size:int|None=None,
                  blocks='all', pools=('mean',), last_k:int=4, norm:bool=False, crop_pct:float=224 / 256,
-                 imagenet_mean_std:bool=False, extract_batch:int=64, num_workers:int=0, verbose:bool=True, **probe_kwargs):
-    "Everything `beit-probe` does but writing files: backbone, features of both sets once, `probe_by_block`; the table and facts."
+                 imagenet_mean_std:bool|None=None, extract_batch:int=64, num_workers:int=0, verbose:bool=True,
+                 protocol:str='cached', **probe_kwargs):
+    "Everything `beit-probe` does but writing files: backbone, then the cached probes (`probe_by_block`) or the official one; the table and facts."
+    from beit_nb.recipe import input_normalisation          # the recipe layer sits above the probes (lazy: tests/test_repo.py)
+    if protocol not in PROTOCOLS: raise ValueError(f'--protocol {protocol}: expected cached or official')
     net, report = probe_model(checkpoint, model_name, input_size, depth, verbose=verbose)
     bs = block_ids(blocks, len(net.blocks))
     for p in pools: pool_blocks(len(net.blocks) - 1, p, 1)
-    mean, std = input_mean_std(imagenet_mean_std)
-    train, val = probe_data(data, net.patch_embed.img_size[0], mean, std, crop_pct)
+    mean, std = input_normalisation(imagenet_mean_std, report, 'half', print if verbose else noop)
+    size = net.patch_embed.img_size[0]
+    train, val = probe_data(data, size, mean, std, crop_pct)
+    info = dict(classes=train.classes, n_train=len(train), n_val=len(val), depth=len(net.blocks), dim=net.embed_dim, input_size=size,
+                protocol=protocol, mean=list(mean), std=list(std), load_report=None if report is None else str(report))
     load = lambda ds: DataLoader(ds, batch_size=extract_batch, num_workers=num_workers)
+    if protocol == 'official':
+        import pandas as pd
+        kw = {k: probe_kwargs[k] for k in ('epochs', 'base_lr', 'lr', 'optimizer', 'weight_decay', 'seed') if k in probe_kwargs}
+        dl = _official_loader(train, size, mean, std, probe_kwargs.get('batch_size', 1024), num_workers, probe_kwargs.get('seed', 0))
+        r = linear_probe_official(net, dl, load(val), bs, len(train.classes), **kw)
+        info['official'] = {k: r[k] for k in ('best_top1', 'best_block', 'best_epoch', 'lr')}
+        return pd.DataFrame(r['rows']), info
     tr, va = block_features(net, load(train), bs, norm), block_features(net, load(val), bs, norm)
-    table = probe_by_block(tr, va, bs, pools, last_k, num_classes=len(train.classes), **probe_kwargs)
-    info = dict(classes=train.classes, n_train=len(train), n_val=len(val), depth=len(net.blocks), dim=net.embed_dim,
-                input_size=net.patch_embed.img_size[0], load_report=None if report is None else str(report))
-    return table, info
+    return probe_by_block(tr, va, bs, pools, last_k, num_classes=len(train.classes), **probe_kwargs), info
 
 # %% ../nbs/06b_probes.ipynb #efd58a7a
 @call_parse
@@ -363,7 +415,9 @@ def beit_probe(
     no_linear:bool=False,       # skip the linear probe
     no_knn:bool=False,          # skip the kNN probe
     crop_pct:float=None,        # evaluation crop (official linear eval: 224/256; --demo: 1.0)
-    mean_std:str='half',        # input normalisation: half (0.5/0.5, official default) or imagenet
+    imagenet_mean_std:bool=False,    # normalise the images with ImageNet's mean/std (official --imagenet_default_mean_and_std); default: as the checkpoint records, else 0.5/0.5
+    no_imagenet_mean_std:bool=False, # normalise with 0.5/0.5 whatever the checkpoint records
+    protocol:str='cached',      # cached: features once, every block × pooling, linear + kNN; official: run_linear_eval.py (a head per block on [CLS]+mean, fresh crops every step, the best over epochs and blocks)
     extract_batch:int=64,       # images per forward pass when extracting features
     num_workers:int=0,          # data-loader worker processes
     n_demo:int=600,             # --demo: training scenes (validation: a fifth)
@@ -373,7 +427,9 @@ def beit_probe(
     "Linear and kNN probes of a frozen BEiT checkpoint, block by block; prints the table, writes probe.csv and probe.json."
     args = dict(locals())
     try:
-        if mean_std not in ('half', 'imagenet'): raise ValueError(f'--mean-std {mean_std}: expected half or imagenet')
+        if imagenet_mean_std and no_imagenet_mean_std: raise ValueError('--imagenet-mean-std and --no-imagenet-mean-std: choose one')
+        if protocol not in PROTOCOLS: raise ValueError(f'--protocol {protocol}: expected cached or official')
+        if protocol == 'official' and (norm or bn): raise ValueError('--protocol official: the official probe has no --norm or --bn')
         if demo and data: raise ValueError('--demo and --data: choose one')
         if not demo and data is None: raise ValueError('pass --data FOLDER (with train/<class>/ and val/<class>/ image folders), or --demo')
         if checkpoint is not None and not Path(checkpoint).exists(): raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
@@ -385,13 +441,16 @@ def beit_probe(
             data = write_demo_folders(out/'demo_data', n_train=n_demo, n_val=max(n_demo // 5, 12))['imagenet']
         table, info = probe_folder(data, checkpoint, model_name or ('beit_tiny_patch8_64_8k_vocab' if demo else 'beit_base_patch16_224'),
                                    depth, input_size, bl, pool.split(','), last_k, norm,
-                                   crop_pct if crop_pct is not None else (1.0 if demo else 224 / 256), mean_std == 'imagenet',
-                                   extract_batch, num_workers, linear=not no_linear, knn=not no_knn, k=knn_k, T=knn_t,
-                                   epochs=epochs, batch_size=batch_size, lr=lr, base_lr=base_lr, optimizer=optimizer,
-                                   weight_decay=weight_decay, bn=bn, seed=seed)
+                                   crop_pct if crop_pct is not None else (1.0 if demo else 224 / 256),
+                                   True if imagenet_mean_std else False if no_imagenet_mean_std else None, extract_batch, num_workers,
+                                   protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr, base_lr=base_lr, optimizer=optimizer,
+                                   weight_decay=weight_decay, seed=seed,
+                                   **({} if protocol == 'official' else dict(linear=not no_linear, knn=not no_knn, k=knn_k, T=knn_t, bn=bn)))
     except (ValueError, FileNotFoundError, TypeError) as e: sys.exit(f'beit-probe: {e}')
     if checkpoint is None: print('no --checkpoint: random weights — these numbers are a floor, not a result')
     print(table.to_string(index=False, float_format=lambda v: f'{v:.3f}'))
+    if 'official' in info: print('official protocol: best top-1 {best_top1:.3f} at block {best_block}, epoch {best_epoch} '
+                                 '(the number run_linear_eval.py prints; lr {lr:.3g})'.format(**info['official']))
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out/'probe.csv', index=False)
     (out/'probe.json').write_text(json.dumps(dict(args={**args, 'data': str(data)}, **info, rows=table.to_dict('records')), indent=1))

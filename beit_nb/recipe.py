@@ -32,10 +32,10 @@ from .run_files import (load_resume_checkpoint, resume_position, restore_trainin
                                write_run_config, truncate_csv, append_csv)
 
 # %% auto #0
-__all__ = ['field_help', 'parse_value', 'read_config_file', 'make_config', 'end_processes', 'recipe_parser', 'recipe_command',
-           'default_workers', 'train_loader', 'param_groups', 'make_adamw', 'shard', 'reduce_sum', 'sync_buffers',
-           'Evaluator', 'PeriodicEval', 'Run', 'check_inputs', 'depth_override', 'start_run', 'demo_data',
-           'resumable_learner', 'train_and_save']
+__all__ = ['NORMALISATIONS', 'field_help', 'parse_value', 'read_config_file', 'make_config', 'end_processes', 'recipe_parser',
+           'recipe_command', 'default_workers', 'train_loader', 'param_groups', 'make_adamw', 'shard', 'reduce_sum',
+           'sync_buffers', 'Evaluator', 'PeriodicEval', 'input_normalisation', 'Run', 'check_inputs', 'depth_override',
+           'start_run', 'demo_data', 'resumable_learner', 'train_and_save']
 
 # %% ../nbs/04c_recipe.ipynb #fd5599ab
 def field_help(cls) -> dict:
@@ -272,6 +272,32 @@ def _best_so_far(path:Path, key:str):
     import csv
     with open(path) as f: vals = [float(r[key]) for r in csv.DictReader(f) if r.get(key)]
     return max(vals) if vals else None
+
+# %% ../nbs/04c_recipe.ipynb #ec7de430
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+NORMALISATIONS = {'imagenet': (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)),
+                  'half': (tuple(IMAGENET_INCEPTION_MEAN), tuple(IMAGENET_INCEPTION_STD))}
+_NAMES = {'imagenet': "ImageNet's mean/std", 'half': 'mean/std 0.5/0.5'}
+
+def _recorded(report):
+    "`(mean_std, source)` of a `LoadReport` or of `read_checkpoint`'s info dict (None: nothing recorded)."
+    get = report.get if isinstance(report, dict) else lambda k, d=None: getattr(report, k, d)
+    ms = None if report is None else get('mean_std')
+    return (None, '') if not ms else ((tuple(map(float, ms[0])), tuple(map(float, ms[1]))), get('mean_std_source') or 'recorded')
+
+def input_normalisation(choice:bool|None, report=None, fallback:str='half', log=print) -> tuple[tuple, tuple]:
+    "`(mean, std)` of a run: True ImageNet's, False 0.5/0.5, None what `report` (a `LoadReport` or checkpoint info) records, else `fallback`."
+    if fallback not in NORMALISATIONS: raise ValueError(f"fallback: expected 'half' or 'imagenet', got {fallback!r}")
+    ms, src = _recorded(report)
+    if choice is not None:
+        mine = NORMALISATIONS['imagenet' if choice else 'half']
+        if ms is not None and not np.allclose(ms, mine, atol=1e-6):
+            log(f'note: the checkpoint records mean {ms[0]}, std {ms[1]} ({src}); the inputs are normalised with {_NAMES["imagenet" if choice else "half"]} as asked')
+        return mine
+    if ms is not None:
+        log(f'inputs normalised as the checkpoint records ({src}): mean {ms[0]}, std {ms[1]}'); return ms
+    why = 'no checkpoint' if report is None else 'the checkpoint does not say'
+    log(f'inputs normalised with {_NAMES[fallback]} (the fallback): {why}'); return NORMALISATIONS[fallback]
 
 # %% ../nbs/04c_recipe.ipynb #5237d62b
 @dataclass

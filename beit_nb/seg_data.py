@@ -1,6 +1,7 @@
 """The data side of BEiT's segmentation task: the ADE20K folder layout and `reduce_zero_label`, mmseg's training
-augmentations (random rescale, cat-max-ratio crop, flip, photometric distortion, pad) and evaluation input, and mIoU,
-aAcc and mAcc from the intersection and union areas summed over a dataset — or over processes.
+augmentations (random rescale, cat-max-ratio crop, flip, photometric distortion, ImageNet normalisation, pad) with
+OpenCV's resizes, the official test pipeline's image sizes, and mIoU, aAcc and mAcc from the intersection and union
+areas summed over a dataset — or over processes.
 
 Docs: https://beit-nb.github.io/beit_nb/seg_data.html.md"""
 
@@ -13,11 +14,13 @@ import numpy as np
 import torch, torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .data import ImageFiles, scan_images, check_root
 
 # %% auto #0
-__all__ = ['reduce_labels', 'ADE20KDataset', 'rescale_size', 'random_crop_box', 'photometric_distortion', 'image_to_tensor',
-           'SegTrainTransform', 'SegEvalTransform', 'OnPair', 'intersect_and_union', 'SegMetrics']
+__all__ = ['reduce_labels', 'ADE20KDataset', 'rescale_size', 'random_crop_box', 'resize_image', 'resize_labels',
+           'photometric_distortion', 'image_to_tensor', 'SegTrainTransform', 'SegEvalTransform', 'OnPair', 'eval_sizes',
+           'intersect_and_union', 'SegMetrics']
 
 # %% ../nbs/07_seg_data.ipynb #5509bbaf
 def reduce_labels(mask:np.ndarray) -> np.ndarray:
@@ -82,6 +85,32 @@ def random_crop_box(mask:np.ndarray, crop, cat_max_ratio:float=0.75, ignore_inde
         box = draw()
     return box
 
+# %% ../nbs/07_seg_data.ipynb #0bf1e41e
+def _linear_taps(n_in:int, n_out:int) -> tuple:
+    "OpenCV's `INTER_LINEAR` taps along one axis: the two source indices and their 11-bit weights (half-pixel centres, edges clamped)."
+    f = ((np.arange(n_out) + 0.5) * (1 / (n_out / n_in)) - 0.5).astype(np.float32)
+    i = np.floor(f).astype(np.int64); f = f - i
+    lo, hi = i < 0, i >= n_in - 1
+    f[lo | hi] = 0; i[lo] = 0; i[hi] = n_in - 1
+    return i, np.minimum(i + 1, n_in - 1), np.rint((1 - f) * 2048).astype(np.int64), np.rint(f * 2048).astype(np.int64)
+
+def resize_image(img:np.ndarray, size) -> np.ndarray:
+    "An HWC uint8 image at `size` (w, h) as `cv2.resize(img, size, interpolation=INTER_LINEAR)` (mmcv's `imresize`), to one grey level."
+    (w, h), (H, W) = size, img.shape[:2]
+    if (w, h) == (W, H): return img
+    x0, x1, a0, a1 = _linear_taps(W, w); y0, y1, b0, b1 = _linear_taps(H, h)
+    s = img.reshape(H, W, -1).astype(np.int64)
+    rows = s[:, x0] * a0[:, None] + s[:, x1] * a1[:, None]                    # horizontal pass: [H, w, C], × 2048
+    v = ((rows[y0] >> 4) * b0[:, None, None] >> 16) + ((rows[y1] >> 4) * b1[:, None, None] >> 16)
+    return np.clip((v + 2) >> 2, 0, 255).astype(np.uint8).reshape((h, w) + img.shape[2:])
+
+def resize_labels(mask:np.ndarray, size) -> np.ndarray:
+    "A label map at `size` (w, h) as `cv2.resize(mask, size, interpolation=INTER_NEAREST)`: source pixel `floor(x · W / w)`."
+    (w, h), (H, W) = size, mask.shape[:2]
+    ys = np.minimum(np.floor(np.arange(h) * (1 / (h / H))).astype(np.int64), H - 1)
+    xs = np.minimum(np.floor(np.arange(w) * (1 / (w / W))).astype(np.int64), W - 1)
+    return mask[ys[:, None], xs[None, :]]
+
 # %% ../nbs/07_seg_data.ipynb #23317f41
 def photometric_distortion(img:np.ndarray, rng=np.random, brightness_delta:int=32, contrast_range=(0.5, 1.5),
                            saturation_range=(0.5, 1.5), hue_delta:int=18) -> np.ndarray:
@@ -106,7 +135,7 @@ def image_to_tensor(img:np.ndarray, mean, std) -> torch.Tensor:
 class SegTrainTransform:
     "mmseg's ADE20K training pipeline on `(PIL image, mask)`: random rescale, cat-max-ratio crop, flip, photometric distortion, normalise, pad."
     def __init__(self, crop_size=512, img_scale=(2048, 512), ratio_range=(0.5, 2.0), cat_max_ratio:float=0.75, flip_prob:float=0.5,
-                 photometric:bool=True, mean=(0.5,) * 3, std=(0.5,) * 3, ignore_index:int=255):
+                 photometric:bool=True, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, ignore_index:int=255):
         self.crop = (crop_size,) * 2 if isinstance(crop_size, int) else tuple(crop_size)
         self.img_scale, self.ratio_range, self.cat_max_ratio, self.flip_prob = tuple(img_scale), tuple(ratio_range), cat_max_ratio, flip_prob
         self.photometric, self.mean, self.std, self.ignore_index = photometric, tuple(mean), tuple(std), ignore_index
@@ -115,8 +144,7 @@ class SegTrainTransform:
         rng = np.random                                    # seeded per sample by `SeededSamples`
         r = rng.uniform(*self.ratio_range)
         size = rescale_size(img.width, img.height, (self.img_scale[0] * r, self.img_scale[1] * r))
-        img = np.array(img.resize(size, Image.BILINEAR))
-        mask = np.array(Image.fromarray(mask).resize(size, Image.NEAREST))
+        img, mask = resize_image(np.array(img.convert('RGB')), size), resize_labels(np.asarray(mask), size)
         y0, x0, y1, x1 = random_crop_box(mask, self.crop, self.cat_max_ratio, self.ignore_index, rng=rng)
         img, mask = img[y0:y1, x0:x1], mask[y0:y1, x0:x1]
         if rng.rand() < self.flip_prob: img, mask = img[:, ::-1], mask[:, ::-1]
@@ -130,14 +158,28 @@ class SegTrainTransform:
 
 # %% ../nbs/07_seg_data.ipynb #55ec9482
 class SegEvalTransform:
-    "The evaluation input: the whole image normalised at its own size (inference rescales it), and its full-size mask."
-    def __init__(self, mean=(0.5,) * 3, std=(0.5,) * 3): self.mean, self.std = tuple(mean), tuple(std)
-    def __call__(self, img, mask): return image_to_tensor(np.array(img), self.mean, self.std), torch.from_numpy(np.asarray(mask)).long()
+    "The evaluation input: the whole image as stored (uint8 `[3, H, W]`: the test pipeline rescales, then normalises) and its full-size mask."
+    def __call__(self, img, mask):
+        x = torch.from_numpy(np.ascontiguousarray(np.array(img.convert('RGB')).transpose(2, 0, 1)))
+        return x, torch.from_numpy(np.asarray(mask)).long()
 
 class OnPair:
     "Apply a joint transform to an `(image, mask)` sample."
     def __init__(self, tfm): self.tfm = tfm
     def __call__(self, sample): return self.tfm(*sample)
+
+# %% ../nbs/07_seg_data.ipynb #df691790
+def eval_sizes(w:int, h:int, img_scale=None, scales=(1.0,), crop_size=None) -> list:
+    "The official test pipeline's `(w, h)` of a `w`×`h` image for each ratio: `MultiScaleFlipAug` → `Resize(keep_ratio)`, or `SETR_Resize` for several ratios."
+    crop = None if crop_size is None else (crop_size if isinstance(crop_size, int) else tuple(crop_size)[0])
+    setr, out = crop is not None and tuple(scales) != (1.0,), []
+    for r in scales:
+        s = (int(img_scale[0] * r), int(img_scale[1] * r)) if img_scale is not None else (int(h * r), int(w * r))
+        if setr:                                            # SETR_Resize(setr_multi_scale=True): short side ≥ the crop
+            short = crop if min(s) < crop else min(s)
+            s = (short * h / w, short) if h > w else (short, short * w / h)
+        out.append(rescale_size(w, h, s))
+    return out
 
 # %% ../nbs/07_seg_data.ipynb #78b19be5
 def intersect_and_union(pred:torch.Tensor, label:torch.Tensor, num_classes:int, ignore_index:int=255) -> torch.Tensor:

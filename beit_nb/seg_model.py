@@ -1,7 +1,7 @@
 """BEiT as a segmentation network: the four-level feature pyramid from the ViT's blocks, mmcv's `ConvModule`, the
 UPerNet, FCN and SETR-PUP heads, `BeitSegmentor` (mmseg's `EncoderDecoder`) built from any BEiT checkpoint or read
-back from its own, the Hugging Face key map, sliding-window and multi-scale inference, and the colours of its
-predictions. The data it reads is [07_seg_data](07_seg_data.ipynb)'s; the recipe that trains it is
+back from its own, the Hugging Face key map, sliding-window inference and the official test pipeline (rescale, slide, logits resized
+back to the image, multi-scale + flip), and the colours of its predictions. The data it reads is [07_seg_data](07_seg_data.ipynb)'s; the recipe that trains it is
 [07b_segmentation](07b_segmentation.ipynb)'s.
 
 Docs: https://beit-nb.github.io/beit_nb/seg_model.html.md"""
@@ -16,17 +16,18 @@ import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.basics import patch
 from PIL import Image
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models.beit import Beit
 from .classifier import AnySizeBeit, LoadReport, beit_classifier, group_keys
 from .checkpoint import read_checkpoint, to_timm
 from .data import eval_mode
-from .seg_data import rescale_size, image_to_tensor
+from .seg_data import rescale_size, image_to_tensor, resize_image, eval_sizes
 
 # %% auto #0
 __all__ = ['default_blocks', 'ConvModule', 'resize_bilinear', 'add_feature_pyramid', 'BaseDecodeHead', 'UPerHead', 'FCNHead',
            'SETRUPHead', 'BeitSegmentor', 'hf_segmentation_to_mmseg', 'beit_segmentor', 'segmentor_config',
-           'load_segmentor', 'encode_decode', 'slide_inference', 'inference', 'palette', 'overlay_labels',
-           'predict_image']
+           'load_segmentor', 'encode_decode', 'slide_inference', 'inference', 'predict_probs', 'palette',
+           'overlay_labels', 'predict_image']
 
 # %% ../nbs/07a_seg_model.ipynb #694756f5
 def default_blocks(depth:int) -> tuple:
@@ -34,11 +35,13 @@ def default_blocks(depth:int) -> tuple:
     return tuple(max(1, round(depth * f)) - 1 for f in (1 / 3, 1 / 2, 2 / 3, 1))
 
 class ConvModule(nn.Module):
-    "mmcv's `ConvModule`: conv (no bias) → BatchNorm → ReLU, with its state-dict names `conv`, `bn`."
+    "mmcv's `ConvModule`: conv (no bias) → BatchNorm → ReLU, its state-dict names `conv`, `bn`, and its init (kaiming normal, fan_out; BN 1, 0)."
     def __init__(self, in_channels:int, out_channels:int, kernel_size:int=1, padding:int=0, dilation:int=1):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False)
         self.bn, self.activate = nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)
+        nn.init.kaiming_normal_(self.conv.weight, a=0, mode='fan_out', nonlinearity='relu')   # mmcv 1.x `kaiming_init` defaults
+        nn.init.constant_(self.bn.weight, 1); nn.init.constant_(self.bn.bias, 0)              # `constant_init(norm, 1, bias=0)`
     def forward(self, x): return self.activate(self.bn(self.conv(x)))
 
 def resize_bilinear(x:torch.Tensor, size) -> torch.Tensor:
@@ -130,9 +133,9 @@ class BeitSegmentor(nn.Module):
             add_feature_pyramid(backbone)
             self.decode_head = UPerHead(d, channels, num_classes, dropout_ratio=dropout_ratio)
             self.auxiliary_head = FCNHead(d, aux_channels, num_classes, in_index=2, dropout_ratio=dropout_ratio)
-        else:
-            self.decode_head = SETRUPHead(d, channels, num_classes, num_convs=4, in_index=3)
-            self.auxiliary_head = nn.ModuleList(SETRUPHead(d, channels, num_classes, num_convs=2, in_index=i) for i in range(3))
+        else:                                              # mmseg's setr_pup ADE20K config: 4 rounds on the last block; 3 aux heads, no dropout
+            self.decode_head = SETRUPHead(d, channels, num_classes, num_convs=4, in_index=3, dropout_ratio=dropout_ratio)
+            self.auxiliary_head = nn.ModuleList(SETRUPHead(d, aux_channels, num_classes, num_convs=2, in_index=i) for i in range(3))
 
 # %% ../nbs/07a_seg_model.ipynb #521f0977
 @patch
@@ -239,7 +242,7 @@ def load_segmentor(path) -> tuple[BeitSegmentor, dict]:
     r = model.load_state_dict({k: v for k, v in sd.items() if not k.endswith('relative_position_index')}, strict=False)
     bad = [k for k in r.missing_keys if not k.endswith('relative_position_index')]
     if bad or r.unexpected_keys: raise ValueError(f'--checkpoint {path}: does not fit its own metadata (missing {group_keys(bad)}; unexpected {group_keys(r.unexpected_keys)})')
-    return model.eval(), {**c, **{k: meta[k] for k in ('mean', 'std', 'crop_size', 'stride', 'test_mode', 'reduce_zero_label') if k in meta}}
+    return model.eval(), {**c, **{k: meta[k] for k in ('mean', 'std', 'crop_size', 'stride', 'img_scale', 'test_mode', 'reduce_zero_label') if k in meta}}
 
 # %% ../nbs/07a_seg_model.ipynb #8920d042
 def _pad_to(x:torch.Tensor, multiple:int) -> torch.Tensor:
@@ -270,22 +273,48 @@ def slide_inference(model:BeitSegmentor, x:torch.Tensor, crop_size=512, stride=3
     return logits / count
 
 # %% ../nbs/07a_seg_model.ipynb #673c0815
+def _aug_average(model:BeitSegmentor, views, size, mode:str, crop_size, stride, batch_size:int) -> torch.Tensor:
+    "mmseg's `aug_test`: each `(input, flipped)` view run whole or sliding, its logits resized to `size`, softmax, un-flipped, averaged."
+    if mode not in ('whole', 'slide'): raise ValueError(f"mode: {mode!r}; expected 'whole' or 'slide'")
+    probs, n = 0, 0
+    with eval_mode(model):
+        for x, flipped in views:
+            lg = encode_decode(model, x) if mode == 'whole' else slide_inference(model, x, crop_size, stride, batch_size)
+            p = resize_bilinear(lg, size).softmax(1)
+            probs, n = probs + (p.flip(-1) if flipped else p), n + 1
+    return probs / n
+
+def _flips(flip:bool) -> tuple: return (False, True) if flip else (False,)
+
 @torch.no_grad()
 def inference(model:BeitSegmentor, x:torch.Tensor, mode:str='slide', crop_size=512, stride=341, img_scale=None,
               scales=(1.0,), flip:bool=False, batch_size:int=8) -> torch.Tensor:
-    "Class probabilities `[B, C, H, W]` at the input's size: each scale (× flip) rescaled, run whole or sliding, resized back, softmax, averaged."
-    if mode not in ('whole', 'slide'): raise ValueError(f"mode: {mode!r}; expected 'whole' or 'slide'")
-    (H, W), probs = x.shape[-2:], 0
-    with eval_mode(model):
-        for s in scales:
-            w, h = rescale_size(W, H, (img_scale[0] * s, img_scale[1] * s)) if img_scale else (int(W * s + .5), int(H * s + .5))
-            xs = resize_bilinear(x, (h, w)) if (h, w) != (H, W) else x
-            for f in ((False, True) if flip else (False,)):
-                xi = xs.flip(-1) if f else xs
-                lg = encode_decode(model, xi) if mode == 'whole' else slide_inference(model, xi, crop_size, stride, batch_size)
-                p = resize_bilinear(lg, (H, W)).softmax(1)
-                probs = probs + (p.flip(-1) if f else p)
-    return probs / (len(scales) * (2 if flip else 1))
+    "Class probabilities `[B, C, H, W]` of a normalised batch at its size, the float tensor itself resized to each of `eval_sizes` (`predict_probs`: the official pipeline)."
+    H, W = x.shape[-2:]
+    sizes = [(h, w) for w, h in eval_sizes(W, H, img_scale, scales, crop_size)]
+    views = ((xs.flip(-1) if f else xs, f) for xs in (resize_bilinear(x, s) if s != (H, W) else x for s in sizes) for f in _flips(flip))
+    return _aug_average(model, views, (H, W), mode, crop_size, stride, batch_size)
+
+# %% ../nbs/07a_seg_model.ipynb #abed2834
+def _as_uint8(img) -> np.ndarray:
+    "An RGB image as HWC uint8: a PIL image, an HWC uint8 array, or a `[3, H, W]` uint8 tensor (`SegEvalTransform`'s)."
+    if isinstance(img, Image.Image): return np.array(img.convert('RGB'))
+    if torch.is_tensor(img): img = img.detach().cpu().numpy().transpose(1, 2, 0) if img.ndim == 3 and img.shape[0] == 3 else img.cpu().numpy()
+    a = np.asarray(img)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3: raise TypeError(f'predict_probs: expected an RGB uint8 image, got {a.dtype} of shape {a.shape}')
+    return a
+
+@torch.no_grad()
+def predict_probs(model:BeitSegmentor, img, mode:str='slide', crop_size=512, stride=341, mean=IMAGENET_DEFAULT_MEAN,
+                  std=IMAGENET_DEFAULT_STD, img_scale=None, scales=(1.0,), flip:bool=False, batch_size:int=8) -> torch.Tensor:
+    "The official test pipeline on one uint8 image: rescale (`eval_sizes`, OpenCV bilinear) → flip → normalise → whole/slide → logits to the original size → softmax → average; `[1, C, H, W]`."
+    a, dev = _as_uint8(img), next(model.parameters()).device
+    H, W = a.shape[:2]
+    def views():
+        for w, h in eval_sizes(W, H, img_scale, scales, crop_size):
+            r = resize_image(a, (w, h))
+            for f in _flips(flip): yield image_to_tensor(r[:, ::-1] if f else r, mean, std)[None].to(dev), f
+    return _aug_average(model, views(), (H, W), mode, crop_size, stride, batch_size)
 
 # %% ../nbs/07a_seg_model.ipynb #d505a8b9
 def palette(n:int) -> np.ndarray:
@@ -299,7 +328,7 @@ def overlay_labels(img, labels:np.ndarray, alpha:float=0.5, num_classes:int|None
     pal = palette(num_classes or int(labels.max()) + 1)
     return Image.fromarray(np.round((1 - alpha) * np.asarray(img, np.float32) + alpha * pal[labels]).astype(np.uint8))
 
-def predict_image(model:BeitSegmentor, img, mode:str='slide', crop_size=512, stride=341, mean=(0.5,) * 3, std=(0.5,) * 3, **kw) -> np.ndarray:
-    "Class index per pixel (`[H, W]` uint8/int) of a PIL image at its own size."
-    x = image_to_tensor(np.array(img.convert('RGB')), mean, std)[None].to(next(model.parameters()).device)
-    return inference(model, x, mode, crop_size, stride, **kw)[0].argmax(0).cpu().numpy()
+def predict_image(model:BeitSegmentor, img, mode:str='slide', crop_size=512, stride=341, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                  img_scale=None, scales=(1.0,), flip:bool=False, batch_size:int=8) -> np.ndarray:
+    "Class index per pixel `[H, W]` of an image at its own size: the argmax of the official test pipeline (`predict_probs`)."
+    return predict_probs(model, img, mode, crop_size, stride, mean, std, img_scale, scales, flip, batch_size)[0].argmax(0).cpu().numpy()

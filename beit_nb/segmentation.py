@@ -18,13 +18,14 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from PIL import Image
 from fastai.learner import Learner, Recorder
 from fastai.callback.core import Callback
-from .data import input_mean_std, load_image, scan_images
-from .seg_model import (BeitSegmentor, beit_segmentor, segmentor_config, load_segmentor, inference, predict_image,
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from .data import load_image, scan_images
+from .seg_model import (BeitSegmentor, beit_segmentor, segmentor_config, load_segmentor, predict_probs, predict_image,
                                overlay_labels, resize_bilinear)
 from .seg_data import ADE20KDataset, SegTrainTransform, SegEvalTransform, OnPair, intersect_and_union, SegMetrics
 from .training import TrainConfig, SeededSamples, make_accelerator
 from .recipe import (Run, check_inputs, depth_override, start_run, demo_data, resumable_learner, train_and_save, recipe_command,
-                            shard, reduce_sum, Evaluator)
+                            shard, reduce_sum, Evaluator, input_normalisation)
 
 # %% auto #0
 __all__ = ['beit_segment', 'SegConfig', 'SegLoss', 'PixelLog', 'evaluate_segmentor', 'segmentation_evaluator', 'seg_datasets',
@@ -39,10 +40,11 @@ class SegConfig(TrainConfig):
     num_classes: int = 150                # classes the heads predict (ADE20K: 150)
     head: str = 'upernet'                 # upernet (+ FCN auxiliary head: the official code) or setr_pup (the paper's task layer)
     blocks: list[int] | None = None       # the 4 blocks feeding the heads, 0-based as the official out_indices; none: a third, a half, two thirds and the last of the depth (3,5,7,11 for base)
-    channels: int = 768                   # decode-head channels (UPerNet: 768 in the BEiT configs; SETR-PUP: 256)
-    aux_channels: int = 256               # FCN auxiliary-head channels
+    channels: int = 768                   # decode-head channels (UPerNet: 768 in the BEiT configs, 1024 for BEiT-L; SETR-PUP: 512 in mmseg's setr_pup config)
+    aux_channels: int = 256               # auxiliary-head channels (the FCN head: 256; SETR-PUP's three auxiliary heads: 256 in mmseg's ADE20K config)
     aux_weight: float = 0.4               # auxiliary loss weight
     reduce_zero_label: bool = True        # ADE20K: label 0 ('other') ignored, 1..150 → 0..149; off: label 0 is a class
+    imagenet_mean_std: bool | None = None  # inputs normalised with ImageNet's mean/std (the ADE20K configs) or, --no-imagenet-mean-std, 0.5/0.5; none: what the checkpoint records (--eval-only, --predict: the segmentor's own), else ImageNet's
     schedule: str = 'poly'                # mmcv's poly with linear warmup (the official configs), over iters optimizer steps
     iters: int = 160_000                  # optimizer steps (mmseg's IterBasedRunner)
     warmup_iters: int = 1500              # linear warmup steps, from lr × warmup_ratio
@@ -55,14 +57,14 @@ class SegConfig(TrainConfig):
     drop_path: float = 0.1                # stochastic depth rate
     init_values: float = 0.1              # layer-scale init of a backbone built from scratch (a checkpoint brings its own)
     crop_size: int = 512                  # training crop and sliding window in pixels
-    img_scale: list[int] = field(default_factory=lambda: [2048, 512])   # training rescale: long,short side limits, × a ratio from ratio_range
+    img_scale: list[int] = field(default_factory=lambda: [2048, 512])   # long,short side limits of the rescale: in training × a ratio from ratio_range; at test time each image is first rescaled to it (Resize keep_ratio)
     ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])   # training rescale ratio lo,hi
     cat_max_ratio: float = 0.75           # random crop redrawn (up to 10 times) until no class covers more than this of it
     photometric: bool = True              # mmseg's photometric distortion (brightness, contrast, saturation, hue)
     test_mode: str = 'slide'              # inference: slide (windows of crop_size every stride px) or whole
     stride: int = 341                     # sliding-window stride (512: 341, 640: 426)
-    flip: bool = False                    # inference: also average the horizontally flipped image
-    scales: list[float] = field(default_factory=lambda: [1.0])   # inference: ratios of the image size, averaged (mmseg's multi-scale test: 0.5,0.75,1,1.25,1.5,1.75)
+    flip: bool = False                    # inference: also average the horizontally flipped image (with --scales 0.5,0.75,1,1.25,1.5,1.75: the official ms+flip protocol of upernet_beit_*_ms.py)
+    scales: list[float] = field(default_factory=lambda: [1.0])   # inference: ratios of img_scale, probabilities averaged; several: SETR_Resize, each short side at least crop_size (the official ms+flip protocol: --flip --scales 0.5,0.75,1,1.25,1.5,1.75)
     num_workers: int | None = None        # data-loader workers per process; none: the CPUs this process may use, at most 8
     eval_every: int = 16_000              # validation every this many optimizer steps (the ADE20K configs' interval); 0: at the end only
     save_every: int = 4000                # optimizer steps between checkpoints
@@ -81,13 +83,18 @@ class SegConfig(TrainConfig):
         self.scales = [float(s) for s in self.scales]
 
 # %% ../nbs/07b_segmentation.ipynb #b9e2652a
+_OFFICIAL = dict(imagenet_mean_std=True)   # every official ADE20K config normalises with ImageNet's mean/std, whatever the backbone saw
 SegConfig.presets = {   # the official ADE20K configs (upernet_beit_*_slide_160k_ade20k_{pt,pt2ft}.py), global batch 16, and the demo
-    'base-512-pt':     dict(model_name='beit_base_patch16_224', crop_size=512, stride=341, img_scale=[2048, 512], lr=7e-4, layer_decay=0.65),
-    'base-640-pt2ft':  dict(model_name='beit_base_patch16_224', crop_size=640, stride=426, img_scale=[2560, 640], lr=3e-5, layer_decay=0.9),
+    'base-512-pt':     dict(model_name='beit_base_patch16_224', crop_size=512, stride=341, img_scale=[2048, 512], lr=7e-4, layer_decay=0.65, **_OFFICIAL),
+    'base-512-pt2ft':  dict(model_name='beit_base_patch16_224', crop_size=512, stride=341, img_scale=[2048, 512], lr=3e-5, layer_decay=0.9, **_OFFICIAL),
+    'base-640-pt2ft':  dict(model_name='beit_base_patch16_224', crop_size=640, stride=426, img_scale=[2560, 640], lr=3e-5, layer_decay=0.9, **_OFFICIAL),
+    # upernet_beit_large_24_512_slide_160k_ade20k_pt2ft.py: 8 GPUs × 2, blocks 7, 11, 15, 23, 1024 channels, drop path 0.2
+    'large-512-pt2ft': dict(model_name='beit_large_patch16_224', crop_size=512, stride=341, img_scale=[2048, 512], lr=2e-5, layer_decay=0.95,
+                            drop_path=0.2, init_values=1e-6, channels=1024, **_OFFICIAL),
     # MMSegmentation's upernet_beit-large_fp16_8x1_640x640_160k_ade20k.py: 8 GPUs × 1 image × 2 accumulated = 16 per step,
     # its 320K iterations (3000 of warmup) = 160K optimizer steps (1500); blocks 7, 11, 15, 23; 1024 decode-head channels
     'large-640-pt2ft': dict(model_name='beit_large_patch16_224', crop_size=640, stride=426, img_scale=[2560, 640], lr=2e-5, layer_decay=0.95,
-                            batch_size=1, accum_steps=2, drop_path=0.2, init_values=1e-6, channels=1024),
+                            batch_size=1, accum_steps=2, drop_path=0.2, init_values=1e-6, channels=1024, **_OFFICIAL),
     'demo':            dict(model_name='beit_tiny_patch8_64_8k_vocab', num_classes=6, channels=64, aux_channels=32, crop_size=64, stride=43,
                             img_scale=[256, 64], ratio_range=[0.75, 1.5], iters=1500, warmup_iters=100, batch_size=8, base_batch=8,
                             lr=5e-4, layer_decay=0.75, drop_path=0., num_workers=0, save_every=250, eval_every=250,
@@ -96,14 +103,15 @@ SegConfig.presets = {   # the official ADE20K configs (upernet_beit_*_slide_160k
 
 # %% ../nbs/07b_segmentation.ipynb #2782c5fd
 class SegLoss(nn.Module):
-    "Cross-entropy over pixels (`ignore_index` 255) of the decode head + `aux_weight` × each auxiliary head, logits upsampled to the labels."
+    "Pixel cross-entropy (`ignore_index` 255) averaged over all pixels as mmseg 0.x, decode head + `aux_weight` × each auxiliary head, at label size."
     def __init__(self, aux_weight:float=0.4, ignore_index:int=255):
         super().__init__(); self.aux_weight, self.ignore_index, self.logits = aux_weight, ignore_index, None
     def forward(self, pred, target):
         outs = pred if isinstance(pred, (tuple, list)) else (pred,)
         ups = [resize_bilinear(o.float(), target.shape[-2:]) for o in outs]
         self.logits = ups[0].detach()                       # for the training log's pixel accuracy
-        losses = [F.cross_entropy(u, target, ignore_index=self.ignore_index) for u in ups]
+        # mmseg 0.x `cross_entropy`: reduction='none', then `weight_reduce_loss(..., 'mean')`: ignored pixels (0) count in the mean
+        losses = [F.cross_entropy(u, target, ignore_index=self.ignore_index, reduction='none').mean() for u in ups]
         return losses[0] + self.aux_weight * sum(losses[1:])
 
 class PixelLog(Callback):
@@ -114,30 +122,30 @@ class PixelLog(Callback):
 
 # %% ../nbs/07b_segmentation.ipynb #5495d022
 def evaluate_segmentor(model:BeitSegmentor, ds, mode:str='slide', crop_size=512, stride=341, img_scale=None, scales=(1.0,),
-                       flip:bool=False, batch_size:int=8, class_names=None, accel=None) -> dict:
-    "mIoU, per-class IoU, mAcc and aAcc of `model` on the dataset `ds` of `(image [3,H,W], mask [H,W])`; with `accel`, each process scores its shard."
-    dev, areas = next(model.parameters()).device, torch.zeros(4, model.num_classes, dtype=torch.float64)
-    for i in shard(len(ds), accel):                          # one image at a time, at its own size
+                       flip:bool=False, batch_size:int=8, class_names=None, accel=None, mean=IMAGENET_DEFAULT_MEAN,
+                       std=IMAGENET_DEFAULT_STD) -> dict:
+    "mIoU, per-class IoU, mAcc, aAcc of `model` on `ds` of `(uint8 image [3,H,W], mask [H,W])` by the official test pipeline; with `accel`, each process scores its shard."
+    areas = torch.zeros(4, model.num_classes, dtype=torch.float64)
+    for i in shard(len(ds), accel):                          # one image at a time, scored at its annotation's own size
         x, y = ds[i]
-        p = inference(model, x[None].to(dev), mode, crop_size, stride, img_scale, scales, flip, batch_size)
+        p = predict_probs(model, x, mode, crop_size, stride, mean, std, img_scale, scales, flip, batch_size)
         areas += intersect_and_union(p.argmax(1).cpu(), y[None], model.num_classes)
     return dict(SegMetrics.from_areas(reduce_sum(areas, accel), class_names=class_names).compute(), n_val=len(ds))
 
 def _describe(m:dict) -> str: return f'mIoU {m["mIoU"]:.2%}  aAcc {m["aAcc"]:.2%}  mAcc {m["mAcc"]:.2%}  ({m["n_val"]} images)'
 
-def segmentation_evaluator(val, cfg:SegConfig, accel=None) -> Evaluator:
-    "The recipe's validation: `evaluate_segmentor` on `val` with the config's test settings, split across the processes; the running best is mIoU."
-    def score(model): return evaluate_segmentor(model, val, cfg.test_mode, cfg.crop_size, cfg.stride,
-                                                scales=tuple(cfg.scales), flip=cfg.flip, accel=accel)
+def segmentation_evaluator(val, cfg:SegConfig, accel=None, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> Evaluator:
+    "The recipe's validation: `evaluate_segmentor` on `val` with the config's test settings (`img_scale` too), split across the processes; the best is mIoU."
+    def score(model): return evaluate_segmentor(model, val, cfg.test_mode, cfg.crop_size, cfg.stride, tuple(cfg.img_scale), tuple(cfg.scales),
+                                                cfg.flip, accel=accel, mean=mean, std=std)
     return Evaluator(score, ('mIoU', 'aAcc', 'mAcc'), _describe)
 
 # %% ../nbs/07b_segmentation.ipynb #21db2e0d
-def seg_datasets(cfg:SegConfig, data) -> tuple:
-    "The training folder, its seeded joint augmentations, and the validation set (whole images) of an ADE20K-layout folder."
-    mean, std = input_mean_std(False)                        # the official configs: mean = std = 127.5
+def seg_datasets(cfg:SegConfig, data, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> tuple:
+    "The training folder, its seeded joint augmentations (normalised with `mean`, `std`), and the validation set (whole uint8 images) of an ADE20K-layout folder."
     tfm = SegTrainTransform(cfg.crop_size, cfg.img_scale, cfg.ratio_range, cfg.cat_max_ratio, photometric=cfg.photometric, mean=mean, std=std)
     train = ADE20KDataset(data, 'training', reduce_zero_label=cfg.reduce_zero_label)
-    val = ADE20KDataset(data, 'validation', SegEvalTransform(mean, std), reduce_zero_label=cfg.reduce_zero_label)
+    val = ADE20KDataset(data, 'validation', SegEvalTransform(), reduce_zero_label=cfg.reduce_zero_label)
     return train, SeededSamples(train, OnPair(tfm), cfg.seed), val
 
 # %% ../nbs/07b_segmentation.ipynb #0d979997
@@ -154,19 +162,20 @@ def segment_learner(cfg:SegConfig,
     check_inputs(cfg, data, checkpoint, 'FOLDER (ADE20K layout: images/ and annotations/)')
     run = start_run(cfg, run_dir, resume, 'beit-segment')
     if data is None: data = demo_data(run, cfg.n_demo, 'ade20k')     # the demo scenes in the ADE20K layout
-    train, ds, val = seg_datasets(cfg, data)
     model, report = beit_segmentor(checkpoint, cfg.model_name, cfg.num_classes, cfg.crop_size, cfg.head, cfg.blocks, cfg.channels,
                                    cfg.aux_channels, cfg.aux_weight, cfg.drop_path, cfg.init_values, verbose=False, **depth_override(cfg))
     if report is not None and verbose: run.log(report)
     if checkpoint is None: run.log('no --checkpoint: the segmentor starts from random weights')
+    mean, std = input_normalisation(cfg.imagenet_mean_std, report, 'imagenet', run.log)   # the checkpoint's, else the configs' ImageNet
+    train, ds, val = seg_datasets(cfg, data, mean, std)
     if run.accel.num_processes > 1 and run.accel.device.type == 'cuda': model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    learn = resumable_learner(run, ds, model, SegLoss(cfg.aux_weight), cbs=[PixelLog(), *cbs], evaluator=segmentation_evaluator(val, cfg, run.accel),
+    learn = resumable_learner(run, ds, model, SegLoss(cfg.aux_weight), cbs=[PixelLog(), *cbs], evaluator=segmentation_evaluator(val, cfg, run.accel, mean, std),
                               progress=progress, tensorboard=tensorboard, kill_at_step=kill_at_step,
                               lr_note=f'; layer decay {cfg.layer_decay} over {len(model.backbone.blocks)} blocks',
                               n_val=len(val), data=str(data), load_report=None if report is None else str(report),
                               checkpoint=None if checkpoint is None or isinstance(checkpoint, dict) else str(checkpoint))
     run.log(f'{learn.run_state.total_steps} iterations = {learn.run_state.n_epochs} pass(es) over {len(train)} images')
-    learn.load_report, learn.val_ds = report, val
+    learn.load_report, learn.val_ds, learn.mean_std = report, val, (tuple(mean), tuple(std))
     return learn
 
 # %% ../nbs/07b_segmentation.ipynb #05c8938e
@@ -179,23 +188,28 @@ def segment(cfg:SegConfig,
     if eval_only: return evaluate_checkpoint(cfg, kw.get('checkpoint'), kw.get('data'), kw.get('run_dir', 'runs/segment'))
     if predict is not None: return _predict_files(cfg, kw.get('checkpoint'), predict, kw.get('run_dir', 'runs/segment'))
     learn = segment_learner(cfg, **kw)
-    mean, std = input_mean_std(False)
+    mean, std = learn.mean_std
     train_and_save(learn, dict(segmentor=json.dumps(segmentor_config(learn.model)), crop_size=cfg.crop_size, stride=cfg.stride,
-                               test_mode=cfg.test_mode, reduce_zero_label=cfg.reduce_zero_label, mean=json.dumps(list(mean)), std=json.dumps(list(std))))
+                               img_scale=json.dumps(list(cfg.img_scale)), test_mode=cfg.test_mode, reduce_zero_label=cfg.reduce_zero_label,
+                               mean=json.dumps(list(mean)), std=json.dumps(list(std))))
     return learn
 
 # %% ../nbs/07b_segmentation.ipynb #18a6c84c
-_TEST = ('test_mode', 'crop_size', 'stride', 'reduce_zero_label')
+_TEST = ('test_mode', 'crop_size', 'stride', 'img_scale', 'reduce_zero_label')
 
 def _test_settings(cfg:SegConfig, meta:dict) -> dict:
     "A saved segmentor's test settings: its run's (the checkpoint's metadata), except those `cfg` sets to other than `SegConfig`'s defaults."
     saved = dict(test_mode=meta.get('test_mode'), crop_size=int(meta['crop_size']) if 'crop_size' in meta else None,
                  stride=int(meta['stride']) if 'stride' in meta else None,
+                 img_scale=json.loads(meta['img_scale']) if 'img_scale' in meta else None,
                  reduce_zero_label=meta['reduce_zero_label'] == 'True' if 'reduce_zero_label' in meta else None)
     dflt = SegConfig()
     return {k: saved[k] if saved[k] is not None and getattr(cfg, k) == getattr(dflt, k) else getattr(cfg, k) for k in _TEST}
 
-def _mean_std(meta:dict) -> tuple: return json.loads(meta.get('mean', '[0.5,0.5,0.5]')), json.loads(meta.get('std', '[0.5,0.5,0.5]'))
+def _normalisation(cfg:SegConfig, meta:dict, log=print) -> tuple:
+    "The saved segmentor's mean/std unless `--imagenet-mean-std` / `--no-imagenet-mean-std` (or a preset) says; one without them: ImageNet's, as the configs."
+    ms = (json.loads(meta['mean']), json.loads(meta['std'])) if 'mean' in meta and 'std' in meta else None
+    return input_normalisation(cfg.imagenet_mean_std, dict(mean_std=ms, mean_std_source="the segmentor's metadata"), 'imagenet', log)
 
 # %% ../nbs/07b_segmentation.ipynb #5949756c
 def _predict_files(cfg:SegConfig, checkpoint, src, out, log=print) -> list:
@@ -206,12 +220,12 @@ def _predict_files(cfg:SegConfig, checkpoint, src, out, log=print) -> list:
     if not src.exists(): raise FileNotFoundError(f'--predict {src}: no such file or folder')
     files = scan_images(src) if src.is_dir() else [src]
     if not files: raise FileNotFoundError(f'--predict {src}: no images in this folder')
-    t, (mean, std) = _test_settings(cfg, meta), _mean_std(meta)
+    t, (mean, std) = _test_settings(cfg, meta), _normalisation(cfg, meta, log)
     out.mkdir(parents=True, exist_ok=True); written = []
     for f in files:
         try: img = load_image(f)
         except Exception as e: log(f'skipped {f}: not a readable image ({type(e).__name__})'); continue
-        lab = predict_image(model, img, t['test_mode'], t['crop_size'], t['stride'], mean, std, scales=tuple(cfg.scales), flip=cfg.flip).astype(np.uint8)
+        lab = predict_image(model, img, t['test_mode'], t['crop_size'], t['stride'], mean, std, t['img_scale'], tuple(cfg.scales), cfg.flip).astype(np.uint8)
         Image.fromarray(lab).save(out/f'{f.stem}_label.png'); overlay_labels(img, lab, num_classes=model.num_classes).save(out/f'{f.stem}_overlay.png')
         written.append(out/f'{f.stem}_label.png')
     log(f'wrote {len(written)} label map(s) and overlay(s) to {out}')
@@ -225,12 +239,12 @@ def evaluate_checkpoint(cfg:SegConfig, checkpoint, data=None, run_dir='runs/segm
     check_inputs(cfg, data, data_kind='FOLDER (ADE20K layout: images/ and annotations/)')
     run = Run(cfg, make_accelerator(cfg), Path(run_dir), 'beit-segment'); log = run.log   # a run folder with checkpoints is fine here
     if data is None: data = demo_data(run, cfg.n_demo, 'ade20k')
-    t, (mean, std) = _test_settings(cfg, meta), _mean_std(meta)
-    val = ADE20KDataset(data, 'validation', SegEvalTransform(mean, std), reduce_zero_label=t['reduce_zero_label'])
-    if verbose: log(f"test settings: {t['test_mode']} {t['crop_size']}/{t['stride']}, label 0 {'ignored' if t['reduce_zero_label'] else 'a class'}, "
+    t, (mean, std) = _test_settings(cfg, meta), _normalisation(cfg, meta, log if verbose else (lambda *a: None))
+    val = ADE20KDataset(data, 'validation', SegEvalTransform(), reduce_zero_label=t['reduce_zero_label'])
+    if verbose: log(f"test settings: images rescaled to {t['img_scale'][0]}×{t['img_scale'][1]} (keep ratio), {t['test_mode']} {t['crop_size']}/{t['stride']}, label 0 {'ignored' if t['reduce_zero_label'] else 'a class'}, "
                     f"scales {','.join(f'{s:g}' for s in cfg.scales)}{', + flip' if cfg.flip else ''}")
-    ev = segmentation_evaluator(val, replace(cfg, **t), run.accel)
-    m = dict(ev(model.to(run.accel.device)), checkpoint=str(checkpoint), data=str(data), **t, scales=list(cfg.scales), flip=cfg.flip)
+    ev = segmentation_evaluator(val, replace(cfg, **t), run.accel, mean, std)
+    m = dict(ev(model.to(run.accel.device)), checkpoint=str(checkpoint), data=str(data), **t, scales=list(cfg.scales), flip=cfg.flip, mean=list(mean), std=list(std))
     log(f'evaluation: {_describe(m)}')
     if run.accel.is_main_process:
         Path(run_dir).mkdir(parents=True, exist_ok=True); (Path(run_dir)/'eval.json').write_text(json.dumps(m, indent=1))

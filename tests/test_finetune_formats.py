@@ -1,11 +1,14 @@
 """`beit-finetune` from the checkpoint formats people download, each a tiny random model saved the way its source saves
 it: a Hugging Face folder (`BeitForMaskedImageModeling.save_pretrained`, the layout of `microsoft/beit-*-pt22k`) and
 an official unilm `.pth` (`{'model': ...}` under the official names: shared `rel_pos_bias` table, `q_bias`/`v_bias`,
-`gamma_1`/`gamma_2`, final `norm`, `mask_token`, `lm_head`). Each run prints the load report (layout, renames, the
+`gamma_1`/`gamma_2`, final `norm`, `mask_token`, `lm_head`), and one of the shape of the official
+`beit_base_patch16_224_pt1k_800ep` (absolute position embedding, no relative position bias, no layer scale, its `args`
+saying ImageNet mean/std). Each run prints the load report (layout, renames, the
 dropped MIM head, the new head), fine-tunes a few steps and writes `metrics.json` and `model.safetensors`; the library
 loads the checkpoint with the source's own tensors in place (checked against the source model, not our loader); the
 fine-tuned weights stay within the optimizer's reach of the checkpoint's; and `beit-finetune --eval-only` on the saved
-model reproduces `metrics.json`.
+model reproduces `metrics.json`. The normalisation the checkpoint records is the one the run uses and the one the
+fine-tuned classifier records.
 
 Architecture: `beit_tiny_patch8_64_8k_vocab` (width 192, 3 heads, 8 px patches) cut to 2 blocks, at 32 px (a 4×4
 grid); data: 2 classes × 6 training / 3 validation images of 40×40 px; 2 epochs of 3 steps of 4 images."""
@@ -54,7 +57,7 @@ def report(out:str) -> dict:
     rep = {'checkpoint': lines[i]}
     for l in lines[i + 1:]:
         k, sep, v = l.partition(': ')
-        if not sep or k not in ('renamed', 'expanded', 'resized', 'newly initialised', 'LayerNorm eps', 'note') and not k.startswith('dropped'): break
+        if not sep or k not in ('renamed', 'expanded', 'resized', 'newly initialised', 'LayerNorm eps', 'inputs', 'note') and not k.startswith('dropped'): break
         rep[k] = v
     return rep
 
@@ -62,8 +65,8 @@ def library_model(ckpt):
     from beit_nb.finetune import beit_classifier
     return beit_classifier(ckpt, 'beit_tiny_patch8_64_8k_vocab', num_classes=2, depth=2, img_size=32, verbose=False)[0]
 
-def fine_tune_and_evaluate(tmp_path, data, ckpt):
-    "Fine-tune from `ckpt`, then `--eval-only` the result; the checks both runs share. Returns (stdout+stderr, run folder, saved weights)."
+def fine_tune_and_evaluate(tmp_path, data, ckpt, eval_args=()):
+    "Fine-tune from `ckpt`, then `--eval-only` the result (with `eval_args`); the checks the runs share. Returns (stdout+stderr, run folder, saved weights)."
     from safetensors.torch import load_file
     out = tmp_path/'run'
     r = run('--data', data, '--checkpoint', ckpt, '--run-dir', out, *TRAIN)
@@ -72,7 +75,7 @@ def fine_tune_and_evaluate(tmp_path, data, ckpt):
     assert m['step'] == STEPS and m['n_val'] == 6 and 0 <= m['top1'] <= m['top5'] <= 1, m
     saved = load_file(out/'model.safetensors')
     assert saved['head.weight'].shape == (2, DIM)
-    ev = run('--eval-only', '--data', data, '--checkpoint', out/'model.safetensors', '--run-dir', tmp_path/'eval', *ARCH)
+    ev = run('--eval-only', '--data', data, '--checkpoint', out/'model.safetensors', '--run-dir', tmp_path/'eval', *ARCH, *eval_args)
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-5000:]
     e = json.loads((tmp_path/'eval/eval.json').read_text())
     assert 'evaluation: top-1' in ev.stdout and e['n_val'] == m['n_val'] and e['top1'] == m['top1'], (e, m)
@@ -140,3 +143,39 @@ def test_finetune_from_official_pth(tmp_path, data):
         torch.testing.assert_close(m.state_dict()[k], sd[k], rtol=0, atol=0)
     for b in m.blocks: torch.testing.assert_close(b.attn.relative_position_bias_table, sd['rel_pos_bias.relative_position_bias_table'], rtol=0, atol=0)
     near(saved['patch_embed.proj.weight'], sd['patch_embed.proj.weight'])
+
+def pt1k_state_dict(seed=5) -> dict:
+    "The shape of the official `beit_base_patch16_224_pt1k_800ep` (README: `--disable_rel_pos_bias --abs_pos_emb --layer_scale_init_value 0`), with its MIM head."
+    from timm.models.beit import Beit
+    tb = jitter(Beit(img_size=32, patch_size=8, embed_dim=DIM, depth=2, num_heads=HEADS, num_classes=0, global_pool='avg',
+                     use_abs_pos_emb=True, use_rel_pos_bias=False, use_shared_rel_pos_bias=False, init_values=None), seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    return {**{k: v.detach() for k, v in tb.state_dict().items() if not k.startswith('fc_norm.')},
+            'norm.weight': 1 + 0.1 * torch.randn(DIM, generator=g), 'norm.bias': 0.1 * torch.randn(DIM, generator=g),
+            'mask_token': torch.randn(1, 1, DIM, generator=g), 'lm_head.weight': torch.randn(VOCAB, DIM, generator=g),
+            'lm_head.bias': torch.randn(VOCAB, generator=g)}
+
+def test_finetune_from_pt1k_800ep_shape(tmp_path, data):
+    from safetensors import safe_open
+    sd = pt1k_state_dict()
+    assert 'pos_embed' in sd and not any('relative_position' in k or 'gamma' in k for k in sd)
+    args = argparse.Namespace(rel_pos_bias=False, abs_pos_emb=True, layer_scale_init_value=0.0, imagenet_default_mean_and_std=True)
+    torch.save({'model': sd, 'epoch': 799, 'args': args}, tmp_path/'pt1k.pth')
+    # the official fine-tuning defaults (a relative position table per block, layer scale 0.1) do not fit it: one line naming the keys
+    bad = run('--data', data, '--checkpoint', tmp_path/'pt1k.pth', '--run-dir', tmp_path/'bad', '--rel-pos-bias', '--init-values', '0.1', *TRAIN)
+    last = bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode != 0 and last.startswith('beit-finetune: ') and 'relative_position_bias_table' in last and 'gamma_1' in last, bad.stderr[-2000:]
+    # without flags the checkpoint decides; the saved classifier is scored again with the official flags spelled out
+    log, out, saved = fine_tune_and_evaluate(tmp_path, data, tmp_path/'pt1k.pth', ('--no-rel-pos-bias', '--abs-pos-emb', '--init-values', '0'))
+    rep = report(log)
+    assert rep['inputs'] == 'mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225) (args.imagenet_default_mean_and_std=True)', rep
+    assert 'inputs normalised as the checkpoint records (args.imagenet_default_mean_and_std=True)' in log, log[-3000:]
+    assert '--disable_rel_pos_bias' in log and '--layer_scale_init_value 0' in log, log[-3000:]
+    assert not any('relative_position' in k or 'gamma' in k for k in saved) and 'pos_embed' in saved
+    m = library_model(tmp_path/'pt1k.pth')
+    for k in ('pos_embed', 'patch_embed.proj.weight', 'blocks.1.attn.qkv.weight', 'blocks.1.attn.q_bias'):
+        torch.testing.assert_close(m.state_dict()[k], sd[k], rtol=0, atol=0)
+    near(saved['pos_embed'], sd['pos_embed'])
+    with safe_open(str(out/'model.safetensors'), 'pt') as f: meta = f.metadata()          # what the fine-tune used, for whoever loads it
+    assert (json.loads(meta['mean']), json.loads(meta['std'])) == ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]), meta
+    assert json.loads((out/'config.json').read_text())['run']['mean'] == [0.485, 0.456, 0.406]

@@ -20,7 +20,8 @@ STEPS = EPOCHS * (N // 2 // BS)               # 12 optimizer steps
 KILL_AT = 9                                   # checkpoints 4, 6 (epoch end) and 8 are complete; 8 is mid-epoch 2
 ARGS = ['--preset', 'demo', '--n-demo', str(N), '--depth', '2', '--input-size', '32', '--batch-size', str(BS), '--epochs', str(EPOCHS),
         '--warmup-epochs', '1', '--save-every', '4', '--keep-checkpoints', '10', '--num-workers', '0', '--drop-path', '0.1',
-        '--mixup', '0.8', '--cutmix', '1.0', '--reprob', '0.25', '--model-ema', '--model-ema-decay', '0.9', '--no-progress']
+        '--mixup', '0.8', '--cutmix', '1.0', '--reprob', '0.25', '--model-ema', '--model-ema-decay', '0.9', '--no-progress',
+        '--lr', '2e-3']                     # larger than the demo's 2.5e-4: 12 steps must move the weights well away from the EMA
 
 def launch(out, *extra):
     cmd = console_script('accelerate') + ['launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1', '--mixed_precision', 'no',
@@ -39,6 +40,9 @@ def test_cli_errors(tmp_path):
     (tmp_path/'flat').mkdir()
     r = subprocess.run(ft + ['--data', str(tmp_path/'flat'), '--run-dir', str(tmp_path/'run')], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and 'beit-finetune: --data' in r.stderr and 'no train/ folder' in r.stderr, r.stderr[-2000:]
+    (tmp_path/'noval/train/a').mkdir(parents=True)                        # no val/: only a run without validation may do without it
+    r = subprocess.run(ft + ['--data', str(tmp_path/'noval'), '--run-dir', str(tmp_path/'run')], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and 'no val/ folder' in r.stderr and 'pass --eval-every 0' in r.stderr, r.stderr[-2000:]
 
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
@@ -52,6 +56,9 @@ def test_two_process_finetune(reference):
     cfg = json.loads((out/'config.json').read_text())
     assert cfg['run']['distributed_type'] == 'MULTI_CPU' and cfg['run']['world_size'] == 2 and cfg['run']['global_batch'] == 2 * BS
     assert cfg['run']['num_classes'] == 6 and cfg['layer_decay'] == 0.75 and cfg['mixup'] == 0.8
+    assert (cfg['run']['mean'], cfg['run']['std']) == ([0.5] * 3, [0.5] * 3)       # from scratch: the fallback, said once (rank 0)
+    assert r.stdout.count('inputs normalised with mean/std 0.5/0.5 (the fallback): no checkpoint') == 1, r.stdout[-3000:]
+    assert 'the official script uses --lr 0.002 as given, the same as this at a global batch of 32' in r.stdout, r.stdout[-3000:]
     assert [int(x['step']) for x in rows(out)] == list(range(1, STEPS + 1))        # rank 0 alone writes the logs
     m = json.loads((out/'metrics.json').read_text())
     assert m['step'] == STEPS and m['n_val'] == 12 and 0 <= m['top1'] <= m['top5'] <= 1

@@ -91,6 +91,13 @@ def test_cli_predict_eval_and_errors(reference, tmp_path):
     mref = json.loads((ref/'metrics.json').read_text())   # scored by two processes, each on half of the images
     assert abs(m['mIoU'] - mref['mIoU']) < 1e-9 and abs(m['aAcc'] - mref['aAcc']) < 1e-9
     assert json.loads((tmp_path/'eval/eval.json').read_text())['n_val'] == 12 and (m['crop_size'], m['stride']) == (32, 32)
+    # the official test pipeline's settings from the segmentor: img_scale (the demo preset's), and the ImageNet mean/std
+    # a run without a checkpoint saves (ade20k.py's img_norm_cfg / 255); --no-imagenet-mean-std overrides them
+    assert m['img_scale'] == [256, 64] and np.allclose(np.array(m['mean']) * 255, [123.675, 116.28, 103.53])
+    assert np.allclose(np.array(m['std']) * 255, [58.395, 57.12, 57.375])
+    beit_segment(['--eval-only', '--checkpoint', str(ref/'model.safetensors'), '--data', str(ref/'demo_data/ade20k'),
+                  '--run-dir', str(tmp_path/'eval-half'), '--no-imagenet-mean-std'])
+    assert beit_segment.result['mean'] == [0.5] * 3 and beit_segment.result['std'] == [0.5] * 3
     for args, msg in ((['--predict', str(images), '--checkpoint', str(tmp_path/'nope.safetensors')],
                        f'beit-segment: --checkpoint {tmp_path/"nope.safetensors"}: no such file'),
                       (['--predict', str(tmp_path/'none'), '--checkpoint', str(ref/'model.safetensors')],
