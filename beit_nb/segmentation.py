@@ -22,6 +22,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .data import load_image, scan_images
 from .seg_model import (BeitSegmentor, beit_segmentor, segmentor_config, load_segmentor, predict_probs, predict_image,
                                overlay_labels, resize_bilinear)
+from .seg_checkpoint import read_segmentor
 from .seg_data import ADE20KDataset, SegTrainTransform, SegEvalTransform, OnPair, intersect_and_union, SegMetrics
 from .training import TrainConfig, SeededSamples, make_accelerator
 from .recipe import (Run, check_inputs, depth_override, start_run, demo_data, resumable_learner, train_and_save, recipe_command,
@@ -68,10 +69,12 @@ class SegConfig(TrainConfig):
     num_workers: int | None = None        # data-loader workers per process; none: the CPUs this process may use, at most 8
     eval_every: int = 16_000              # validation every this many optimizer steps (the ADE20K configs' interval); 0: at the end only
     save_every: int = 4000                # optimizer steps between checkpoints
+    hf_origin: str = 'auto'               # --eval-only/--predict of a Hugging Face segmentor folder: official (the official weights converted: official blocks, ImageNet mean/std), transformers (as transformers runs it), auto
     n_demo: int = 0                       # without --data: the bundled demo scenes (ADE20K layout) with this many training images (the demo preset: 600)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.hf_origin not in ('auto', 'official', 'transformers'): self._bad('hf_origin', "'auto', 'official' or 'transformers'")
         if self.head not in ('upernet', 'setr_pup'): self._bad('head', "'upernet' or 'setr_pup'")
         if self.test_mode not in ('slide', 'whole'): self._bad('test_mode', "'slide' or 'whole'")
         for f in ('iters', 'crop_size', 'stride', 'num_classes'):
@@ -134,10 +137,11 @@ def evaluate_segmentor(model:BeitSegmentor, ds, mode:str='slide', crop_size=512,
 
 def _describe(m:dict) -> str: return f'mIoU {m["mIoU"]:.2%}  aAcc {m["aAcc"]:.2%}  mAcc {m["mAcc"]:.2%}  ({m["n_val"]} images)'
 
-def segmentation_evaluator(val, cfg:SegConfig, accel=None, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> Evaluator:
+def segmentation_evaluator(val, cfg:SegConfig, accel=None, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD,
+                           class_names=None) -> Evaluator:
     "The recipe's validation: `evaluate_segmentor` on `val` with the config's test settings (`img_scale` too), split across the processes; the best is mIoU."
     def score(model): return evaluate_segmentor(model, val, cfg.test_mode, cfg.crop_size, cfg.stride, tuple(cfg.img_scale), tuple(cfg.scales),
-                                                cfg.flip, accel=accel, mean=mean, std=std)
+                                                cfg.flip, class_names=class_names, accel=accel, mean=mean, std=std)
     return Evaluator(score, ('mIoU', 'aAcc', 'mAcc'), _describe)
 
 # %% ../nbs/07b_segmentation.ipynb #21db2e0d
@@ -151,7 +155,7 @@ def seg_datasets(cfg:SegConfig, data, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_D
 # %% ../nbs/07b_segmentation.ipynb #0d979997
 def segment_learner(cfg:SegConfig,
                     data:str|None=None,           # ADE20K-layout folder: images/{training,validation}/*.jpg + annotations/{training,validation}/*.png, paired by name
-                    checkpoint:str|None=None,     # training: a BEiT checkpoint to start from (ours, official, timm, HF; none: random init); --eval-only, --predict: a segmentor saved by beit-segment
+                    checkpoint:str|None=None,     # training: a BEiT checkpoint to start from (ours, official, timm, HF; none: random init); --eval-only, --predict: a segmentor (saved by beit-segment, an official/mmseg .pth, or a Hugging Face folder)
                     run_dir:str='runs/segment',   # run folder: checkpoints, logs, config, val.csv, model.safetensors, metrics.json (--eval-only: eval.json; --predict: the label maps)
                     resume:str|None=None,         # auto (the newest good checkpoint in --run-dir) or a checkpoint path
                     tensorboard:bool=False,       # also write TensorBoard logs to RUN_DIR/tensorboard
@@ -198,24 +202,21 @@ def segment(cfg:SegConfig,
 _TEST = ('test_mode', 'crop_size', 'stride', 'img_scale', 'reduce_zero_label')
 
 def _test_settings(cfg:SegConfig, meta:dict) -> dict:
-    "A saved segmentor's test settings: its run's (the checkpoint's metadata), except those `cfg` sets to other than `SegConfig`'s defaults."
-    saved = dict(test_mode=meta.get('test_mode'), crop_size=int(meta['crop_size']) if 'crop_size' in meta else None,
-                 stride=int(meta['stride']) if 'stride' in meta else None,
-                 img_scale=json.loads(meta['img_scale']) if 'img_scale' in meta else None,
-                 reduce_zero_label=meta['reduce_zero_label'] == 'True' if 'reduce_zero_label' in meta else None)
+    "A segmentor's test settings (`read_segmentor`'s `meta`: its run's, or its config's), except those `cfg` sets to other than `SegConfig`'s defaults."
     dflt = SegConfig()
-    return {k: saved[k] if saved[k] is not None and getattr(cfg, k) == getattr(dflt, k) else getattr(cfg, k) for k in _TEST}
+    return {k: meta[k] if meta.get(k) is not None and getattr(cfg, k) == getattr(dflt, k) else getattr(cfg, k) for k in _TEST}
 
 def _normalisation(cfg:SegConfig, meta:dict, log=print) -> tuple:
-    "The saved segmentor's mean/std unless `--imagenet-mean-std` / `--no-imagenet-mean-std` (or a preset) says; one without them: ImageNet's, as the configs."
-    ms = (json.loads(meta['mean']), json.loads(meta['std'])) if 'mean' in meta and 'std' in meta else None
-    return input_normalisation(cfg.imagenet_mean_std, dict(mean_std=ms, mean_std_source="the segmentor's metadata"), 'imagenet', log)
+    "The segmentor's mean/std (`read_segmentor` says where they come from) unless `--imagenet-mean-std` / `--no-imagenet-mean-std` (or a preset) says."
+    ms = (meta['mean'], meta['std']) if 'mean' in meta and 'std' in meta else None
+    return input_normalisation(cfg.imagenet_mean_std, dict(mean_std=ms, mean_std_source=meta.get('mean_std_source', "the segmentor's metadata")), 'imagenet', log)
 
 # %% ../nbs/07b_segmentation.ipynb #5949756c
 def _predict_files(cfg:SegConfig, checkpoint, src, out, log=print) -> list:
     "Write `<stem>_label.png` (class indices) and `<stem>_overlay.png` of the saved segmentor `checkpoint` for an image or every image of a folder."
-    if checkpoint is None: raise ValueError('--predict needs --checkpoint (a segmentor saved by beit-segment)')
-    model, meta = load_segmentor(checkpoint)
+    if checkpoint is None: raise ValueError('--predict needs --checkpoint (a segmentor: saved by beit-segment, an official/mmseg .pth, or a Hugging Face folder)')
+    model, meta, _ = read_segmentor(checkpoint, verbose=False, hf_origin=cfg.hf_origin)
+    log(f"segmentor {checkpoint}: {meta['segmentor']['head']} head, {meta['segmentor']['num_classes']} classes")
     src, out = Path(src), Path(out)
     if not src.exists(): raise FileNotFoundError(f'--predict {src}: no such file or folder')
     files = scan_images(src) if src.is_dir() else [src]
@@ -234,16 +235,17 @@ def _predict_files(cfg:SegConfig, checkpoint, src, out, log=print) -> list:
 # %% ../nbs/07b_segmentation.ipynb #6cf312ef
 def evaluate_checkpoint(cfg:SegConfig, checkpoint, data=None, run_dir='runs/segment', verbose:bool=True) -> dict:
     "mIoU of the saved segmentor `checkpoint` on `data`/validation with its run's test settings, split across processes; `eval.json` in `run_dir` (rank 0)."
-    if checkpoint is None: raise ValueError('--eval-only needs --checkpoint (a segmentor saved by beit-segment)')
-    model, meta = load_segmentor(checkpoint)
+    if checkpoint is None: raise ValueError('--eval-only needs --checkpoint (a segmentor: saved by beit-segment, an official/mmseg .pth, or a Hugging Face folder)')
+    model, meta, report = read_segmentor(checkpoint, verbose=False, hf_origin=cfg.hf_origin)
     check_inputs(cfg, data, data_kind='FOLDER (ADE20K layout: images/ and annotations/)')
     run = Run(cfg, make_accelerator(cfg), Path(run_dir), 'beit-segment'); log = run.log   # a run folder with checkpoints is fine here
+    if verbose: log(str(report))
     if data is None: data = demo_data(run, cfg.n_demo, 'ade20k')
     t, (mean, std) = _test_settings(cfg, meta), _normalisation(cfg, meta, log if verbose else (lambda *a: None))
     val = ADE20KDataset(data, 'validation', SegEvalTransform(), reduce_zero_label=t['reduce_zero_label'])
     if verbose: log(f"test settings: images rescaled to {t['img_scale'][0]}×{t['img_scale'][1]} (keep ratio), {t['test_mode']} {t['crop_size']}/{t['stride']}, label 0 {'ignored' if t['reduce_zero_label'] else 'a class'}, "
                     f"scales {','.join(f'{s:g}' for s in cfg.scales)}{', + flip' if cfg.flip else ''}")
-    ev = segmentation_evaluator(val, replace(cfg, **t), run.accel, mean, std)
+    ev = segmentation_evaluator(val, replace(cfg, **t), run.accel, mean, std, class_names=meta.get('class_names'))
     m = dict(ev(model.to(run.accel.device)), checkpoint=str(checkpoint), data=str(data), **t, scales=list(cfg.scales), flip=cfg.flip, mean=list(mean), std=list(std))
     log(f'evaluation: {_describe(m)}')
     if run.accel.is_main_process:
