@@ -99,7 +99,7 @@ def test_cli_predict_eval_and_errors(reference, tmp_path):
                   '--run-dir', str(tmp_path/'eval-half'), '--no-imagenet-mean-std'])
     assert beit_segment.result['mean'] == [0.5] * 3 and beit_segment.result['std'] == [0.5] * 3
     for args, msg in ((['--predict', str(images), '--checkpoint', str(tmp_path/'nope.safetensors')],
-                       f'beit-segment: --checkpoint {tmp_path/"nope.safetensors"}: no such file'),
+                       f'beit-segment: --checkpoint {tmp_path/"nope.safetensors"}: no such file or folder'),
                       (['--predict', str(tmp_path/'none'), '--checkpoint', str(ref/'model.safetensors')],
                        f'beit-segment: --predict {tmp_path/"none"}: no such file or folder'),
                       (['--eval-only', '--checkpoint', str(ref/'model.safetensors'), '--data', str(tmp_path/'flat')],
