@@ -155,13 +155,13 @@ def restore_training_state(learn, ck:dict, accel):
     if ck.get('scaler') and accel.scaler is not None: accel.scaler.load_state_dict(ck['scaler'])
 
 # %% ../nbs/04ba_run_files.ipynb #8252c718
-def truncate_csv(path:Path, key:str, upto:int):
-    "Keep the header and the rows of `path` whose `key` column is ≤ `upto`."
+def truncate_csv(path:Path, key:str, upto:int, cols=None):
+    "Keep the rows of `path` whose `key` column is ≤ `upto`, under the header `cols` (a column the file lacks stays empty)."
     if not path.exists(): return
     with open(path) as f: rows = list(csv.DictReader(f))
     if not rows: return
-    with open(path, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader()
+    with open(path, 'w', newline='') as f:     # an older run's file gains the columns added since (e.g. grad_norm)
+        w = csv.DictWriter(f, fieldnames=cols or list(rows[0]), restval='', extrasaction='ignore'); w.writeheader()
         w.writerows(r for r in rows if int(r[key]) <= upto)
 
 def append_csv(path:Path, cols, row):
@@ -209,10 +209,10 @@ def _batch_stats(learn) -> list[float]:
 def _fmt_acc(v:float) -> str: return '' if math.isnan(v) else f'{v:.4f}'   # an empty cell where there is no accuracy
 
 class RunLog(Callback):
-    "Per-step `steps.csv` and per-epoch `log.csv` (loss, accuracy, lr, img/s) from rank 0; optional TensorBoard."
+    "Per-step `steps.csv` and per-epoch `log.csv` (loss, accuracy, lr, gradient norm, img/s) from rank 0; optional TensorBoard."
     order = Recorder.order + 1
-    STEP_COLS = ['step', 'epoch', 'loss', 'accuracy', 'lr']
-    EPOCH_COLS = ['epoch', 'step', 'loss', 'accuracy', 'lr', 'img_per_s', 'seconds', 'nonfinite']
+    STEP_COLS = ['step', 'epoch', 'loss', 'accuracy', 'lr', 'grad_norm']
+    EPOCH_COLS = ['epoch', 'step', 'loss', 'accuracy', 'lr', 'grad_norm', 'img_per_s', 'seconds', 'nonfinite']
     def __init__(self, run_dir, accel, state:RunState, tensorboard:bool=False, echo:bool=True):
         self.run_dir, self.accel, self.state, self.tensorboard, self.echo = Path(run_dir), accel, state, tensorboard, echo
         self.tb = None
@@ -221,8 +221,8 @@ class RunLog(Callback):
         self.main = self.accel.is_main_process
         if not self.main: return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        truncate_csv(self.run_dir/'steps.csv', 'step', self.state.step)
-        truncate_csv(self.run_dir/'log.csv', 'epoch', self.state.start_epoch - 1)
+        truncate_csv(self.run_dir/'steps.csv', 'step', self.state.step, self.STEP_COLS)
+        truncate_csv(self.run_dir/'log.csv', 'epoch', self.state.start_epoch - 1, self.EPOCH_COLS)
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(self.run_dir/'tensorboard'), purge_step=self.state.step)
@@ -232,7 +232,7 @@ class RunLog(Callback):
 def before_train(self:RunLog):
     self.sums = torch.zeros(4, dtype=torch.float64)        # this epoch: loss × n, correct, n, images
     self.step_sums = torch.zeros(3, dtype=torch.float64)   # this optimizer step's micro-batches (rank 0's share)
-    self.t0 = time.time()
+    self.t0, self.norms = time.time(), []                 # norms: this epoch's gradient norm of every step
 
 @patch
 def after_batch(self:RunLog):
@@ -243,9 +243,10 @@ def after_batch(self:RunLog):
     if tr is not None and not tr.stepped: return
     (l, c, _), self.step_sums = (self.step_sums / max(self.step_sums[2].item(), 1)).tolist(), torch.zeros(3, dtype=torch.float64)
     if not self.main: return
-    lr = self.learn.opt.hypers[0]['lr']
+    lr, gn = self.learn.opt.hypers[0]['lr'], float(getattr(self.learn, 'grad_norm', math.nan) if tr is not None else math.nan)
+    self.norms.append(gn)
     append_csv(self.run_dir/'steps.csv', self.STEP_COLS, dict(step=self.state.step, epoch=self.state.abs_epoch,
-                                                                loss=f'{l:.6f}', accuracy=_fmt_acc(c), lr=f'{lr:.4e}'))
+                                                                loss=f'{l:.6f}', accuracy=_fmt_acc(c), lr=f'{lr:.4e}', grad_norm=_fmt_acc(gn)))
     if self.tb: self.tb.add_scalar('train/loss', l, self.state.step); self.tb.add_scalar('train/lr', lr, self.state.step)
 
 # %% ../nbs/04ba_run_files.ipynb #d100982a
@@ -257,6 +258,7 @@ def after_train(self:RunLog):
     guard = getattr(self.learn, 'non_finite_guard', None)
     r = self.epoch_row = dict(epoch=self.state.abs_epoch, step=self.state.step, loss=f'{tot[0] / max(tot[2], 1):.5f}',
                               accuracy=_fmt_acc(tot[1] / max(tot[2], 1)), lr=f'{self.learn.opt.hypers[0]["lr"]:.3e}',
+                              grad_norm=_fmt_acc(np.nanmean(self.norms) if np.isfinite(self.norms).any() else math.nan),
                               img_per_s=f'{tot[3] / max(secs, 1e-9):.1f}', seconds=f'{secs:.1f}',
                               nonfinite=guard.n_nonfinite if guard else 0)
     if not self.main: return

@@ -280,8 +280,9 @@ def before_backward(self:AcceleratedTraining):
 
 @patch
 def before_step(self:AcceleratedTraining):
-    if self.clip_grad and self.accel.sync_gradients:
-        self.learn.grad_norm = self.accel.clip_grad_norm_(self.learn.model.parameters(), self.clip_grad)
+    "Clip at `clip_grad`; every step keeps the global gradient norm before clipping (the official logs' `grad_norm`) in `learn.grad_norm`."
+    if self.accel.sync_gradients:                          # clipping at inf changes nothing: the norm alone
+        self.learn.grad_norm = self.accel.clip_grad_norm_(self.learn.model.parameters(), self.clip_grad or math.inf)
 
 @patch
 def after_batch(self:AcceleratedTraining):
