@@ -258,7 +258,7 @@ def after_train(self:RunLog):
     guard = getattr(self.learn, 'non_finite_guard', None)
     r = self.epoch_row = dict(epoch=self.state.abs_epoch, step=self.state.step, loss=f'{tot[0] / max(tot[2], 1):.5f}',
                               accuracy=_fmt_acc(tot[1] / max(tot[2], 1)), lr=f'{self.learn.opt.hypers[0]["lr"]:.3e}',
-                              grad_norm=_fmt_acc(np.nanmean(self.norms) if np.isfinite(self.norms).any() else math.nan),
+                              grad_norm=_fmt_acc(np.mean(fin) if (fin := [v for v in self.norms if math.isfinite(v)]) else math.nan),
                               img_per_s=f'{tot[3] / max(secs, 1e-9):.1f}', seconds=f'{secs:.1f}',
                               nonfinite=guard.n_nonfinite if guard else 0)
     if not self.main: return

@@ -281,8 +281,10 @@ def before_backward(self:AcceleratedTraining):
 @patch
 def before_step(self:AcceleratedTraining):
     "Clip at `clip_grad`; every step keeps the global gradient norm before clipping (the official logs' `grad_norm`) in `learn.grad_norm`."
-    if self.accel.sync_gradients:                          # clipping at inf changes nothing: the norm alone
-        self.learn.grad_norm = self.accel.clip_grad_norm_(self.learn.model.parameters(), self.clip_grad or math.inf)
+    if not self.accel.sync_gradients: return
+    if self.clip_grad: self.learn.grad_norm = self.accel.clip_grad_norm_(self.learn.model.parameters(), self.clip_grad); return
+    self.accel.unscale_gradients()                         # no clipping: the norm alone, of the unscaled (all-reduced) gradients
+    self.learn.grad_norm = torch.nn.utils.get_total_norm([p.grad for p in self.learn.model.parameters() if p.grad is not None])
 
 @patch
 def after_batch(self:AcceleratedTraining):
