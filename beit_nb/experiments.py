@@ -16,20 +16,25 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 from fastcore.basics import noop
-from .synthetic import synthetic_scenes, demo_tokenizer, SHAPE_CLASSES
+from .synthetic import synthetic_scenes, demo_tokenizer, write_ade20k_split, SHAPE_CLASSES
 from .data import ImageFolderDataset, class_folders, eval_mode
 from .pretrain import PretrainConfig, pretrain, heldout_set
 from .classifier import beit_classifier
 from .finetune import FinetuneConfig, finetune, finetune_transform
+from .seg_data import ADE20KDataset, SegEvalTransform, SegMetrics
+from .seg_model import load_segmentor
+from .segmentation import SegConfig, segment, image_areas
 from .recipe import NORMALISATIONS, input_normalisation, parse_value, recipe_command
 from .mim import evaluate_mim
 from .probe import probe_folder
 
 # %% auto #0
-__all__ = ['VARIANTS', 'SEARCH', 'SPLITS', 'beit_experiments', 'ExperimentConfig', 'experiment_data', 'stage_settings',
-           'in_parallel', 'pretrain_arm', 'search_grid', 'finetune_run', 'select_recipe', 'balanced_accuracy',
-           'baselines', 'mcnemar_p', 'predict_labels', 'test_set', 'test_predictions', 'reference_run', 'compare_arms',
-           'comparison', 'results_table', 'probe_arm', 'plot_curves', 'run_experiments']
+__all__ = ['VARIANTS', 'SEARCH', 'SEG_SEARCH', 'SPLITS', 'SEG_SPLITS', 'beit_experiments', 'ExperimentConfig', 'experiment_data',
+           'seg_data', 'stage_settings', 'in_parallel', 'pretrain_arm', 'search_grid', 'finetune_run', 'seg_run',
+           'select_recipe', 'balanced_accuracy', 'baselines', 'mcnemar_p', 'predict_labels', 'test_set',
+           'test_predictions', 'seg_test_scores', 'seg_baselines', 'reference_run', 'paired_intervals', 'compare_arms',
+           'miou_of', 'compare_segmentors', 'comparison', 'results_table', 'seg_table', 'probe_arm', 'plot_curves',
+           'segmentation_stage', 'run_experiments']
 
 # %% ../nbs/06c_experiments.ipynb #8879cdb7
 VARIANTS = {   # arm: pretraining options (None: no pretraining, the from-scratch arm); the paper's Table 4 rows that fit
@@ -39,6 +44,7 @@ VARIANTS = {   # arm: pretraining options (None: no pretraining, the from-scratc
     'scratch':          None,
 }
 SEARCH = dict(lr=(2.5e-4, 1e-3), layer_decay=(0.75, 1.0))   # the fine-tuning grid every arm is tuned over on validation
+SEG_SEARCH = dict(lr=(2.5e-4, 1e-3), layer_decay=(0.75, 1.0))   # the segmentation grid (07b's demo recipe: 5e-4, 0.75, between its points)
 
 # %% ../nbs/06c_experiments.ipynb #541209e7
 @dataclass
@@ -61,20 +67,30 @@ class ExperimentConfig:
     mixed_precision: str = 'bf16'         # autocast of every training run: bf16 (1.5× the fp32 speed on this project's CPU, which has AVX512-BF16) or no
     reference: bool = True                # also train the supervised reference (a ResNet-18 from random weights) on the same labels
     reference_epochs: int = 30            # its epochs
-    data_seed: int = 7                    # scenes: pool seed data_seed, train/val/test data_seed + 1, + 2, + 3
+    seg_arms: tuple[str, ...] | None = ('beit', 'pixel-regression', 'scratch')   # arms also fine-tuned to segment the scenes (07b's demo recipe); none: no segmentation stage
+    seg_train: int = 600                  # segmentation scenes (ADE20K layout) to train on
+    seg_val: int = 200                    # segmentation validation scenes: the segmentation search is made on them
+    seg_test: int = 1000                  # segmentation test scenes: scored once by each final segmentation run
+    seg_iters: int = 1000                 # optimizer steps (batch 8) of every segmentation run: the budget, the same for every arm
+    seg_search: dict = field(default_factory=lambda: dict(SEG_SEARCH))   # segmentation grid (SegConfig fields), searched per arm at the first seed
+    data_seed: int = 7                    # scenes: pool seed data_seed, train/val/test data_seed + 1, + 2, + 3, segmentation + 4, + 5, + 6
 
     def __post_init__(self):
         self.seeds, self.pretrain_seeds, self.arms = tuple(self.seeds), tuple(self.pretrain_seeds), tuple(self.arms)
-        self.crop_scale, self.search = tuple(self.crop_scale), {k: tuple(v) for k, v in dict(self.search).items()}
-        for f in ('pool', 'labelled', 'val', 'test', 'pretrain_epochs', 'finetune_epochs', 'reference_epochs'):
+        self.seg_arms, self.crop_scale = tuple(self.seg_arms or ()), tuple(self.crop_scale)
+        self.search, self.seg_search = ({k: tuple(v) for k, v in dict(g).items()} for g in (self.search, self.seg_search))
+        for f in ('pool', 'labelled', 'val', 'test', 'pretrain_epochs', 'finetune_epochs', 'reference_epochs', 'seg_train', 'seg_val',
+                  'seg_test', 'seg_iters'):
             v = getattr(self, f)
             if not (isinstance(v, int) and v > 0): raise ValueError(f'{f}={v!r}: expected a positive int')
         if self.mixed_precision not in ('no', 'bf16'): raise ValueError(f'mixed_precision={self.mixed_precision!r}: expected no or bf16')
-        bad = [a for a in self.arms if a not in VARIANTS]
-        if bad: raise ValueError(f'arms {bad}: unknown; available: {", ".join(VARIANTS)}')
+        for f in ('arms', 'seg_arms'):
+            bad = [a for a in getattr(self, f) if a not in VARIANTS]
+            if bad: raise ValueError(f'{f} {bad}: unknown; available: {", ".join(VARIANTS)}')
         if not self.seeds or not self.pretrain_seeds: raise ValueError('seeds, pretrain_seeds: at least one each')
-        bad = [k for k in self.search if k not in FinetuneConfig.__dataclass_fields__]
-        if bad or not all(self.search.values()): raise ValueError(f'search {bad or self.search}: expected FinetuneConfig fields with values')
+        for f, kind in (('search', FinetuneConfig), ('seg_search', SegConfig)):
+            g = getattr(self, f); bad = [k for k in g if k not in kind.__dataclass_fields__]
+            if bad or not all(g.values()): raise ValueError(f'{f} {bad or g}: expected {kind.__name__} fields with values')
 
     @classmethod
     def from_preset(cls, name:str, **kw):
@@ -84,7 +100,8 @@ class ExperimentConfig:
 ExperimentConfig.presets = {
     'paper': {},    # the defaults: the run 06c reports
     'quick': dict(pool=2000, labelled=300, val=150, test=600, seeds=(0, 1), pretrain_epochs=1, finetune_epochs=4,
-                  search=dict(lr=(2.5e-4, 1e-3)), reference_epochs=4),   # every stage, in minutes
+                  search=dict(lr=(2.5e-4, 1e-3)), reference_epochs=4, seg_train=200, seg_val=60, seg_test=200, seg_iters=150,
+                  seg_search=dict(lr=(2.5e-4, 1e-3))),   # every stage, in minutes
 }
 
 # %% ../nbs/06c_experiments.ipynb #79532cd8
@@ -109,9 +126,22 @@ def experiment_data(root, cfg:ExperimentConfig) -> dict:
     marker.write_text(json.dumps(want))
     return dict(pool=pool, labelled=lab)
 
+SEG_SPLITS = ('training', 'validation', 'test')   # the segmentation splits (ADE20K names), from scene seeds data_seed + 4, + 5, + 6
+
+def seg_data(root, cfg:ExperimentConfig) -> Path:
+    "Write (or reuse) the segmentation scenes in the ADE20K layout, `root/segmentation/{images,annotations}/{training,validation,test}`."
+    seg = Path(root)/'segmentation'; marker = seg/'data.json'
+    want = dict(train=cfg.seg_train, val=cfg.seg_val, test=cfg.seg_test, seed=cfg.data_seed, size=64, version=1)
+    if marker.exists() and json.loads(marker.read_text()) == want: return seg
+    shutil.rmtree(seg, ignore_errors=True)
+    for k, (split, n) in enumerate(zip(SEG_SPLITS, (cfg.seg_train, cfg.seg_val, cfg.seg_test))):
+        write_ade20k_split(seg, split, split[:5], synthetic_scenes(n, 64, cfg.data_seed + 4 + k))
+    marker.write_text(json.dumps(want))
+    return seg
+
 # %% ../nbs/06c_experiments.ipynb #7af4782d
 def stage_settings(cfg:ExperimentConfig, stage:str) -> dict:
-    "The numbers a stage's result depends on ('pretrain', 'probe', 'finetune', 'reference'): a cached result made with others is redone."
+    "The numbers a stage's result depends on ('pretrain', 'probe', 'finetune', 'segment', 'reference'): a cached result made with others is redone."
     if stage == 'reference':
         return dict(labelled=cfg.labelled, val=cfg.val, test=cfg.test, data_seed=cfg.data_seed, crop_scale=list(cfg.crop_scale),
                     auto_augment=cfg.auto_augment, reference_epochs=cfg.reference_epochs,
@@ -119,9 +149,10 @@ def stage_settings(cfg:ExperimentConfig, stage:str) -> dict:
     s = dict(pool=cfg.pool, data_seed=cfg.data_seed, pretrain_epochs=cfg.pretrain_epochs, pretrain_lr=cfg.pretrain_lr,
              crop_scale=list(cfg.crop_scale), mixed_precision=cfg.mixed_precision)
     if stage == 'pretrain': return s
+    if stage == 'segment': return dict(s, seg_train=cfg.seg_train, seg_val=cfg.seg_val, seg_iters=cfg.seg_iters)
     s.update(labelled=cfg.labelled, val=cfg.val)
     if stage == 'probe': return s
-    if stage != 'finetune': raise ValueError(f'stage {stage!r}: expected pretrain, probe, finetune or reference')
+    if stage != 'finetune': raise ValueError(f'stage {stage!r}: expected pretrain, probe, finetune, segment or reference')
     return dict(s, finetune_epochs=cfg.finetune_epochs, auto_augment=cfg.auto_augment)
 
 def _cached(path:Path, settings:dict) -> dict | None:
@@ -169,33 +200,48 @@ def pretrain_arm(arm:str, seed:int, cfg:ExperimentConfig, root) -> dict:
     return res
 
 # %% ../nbs/06c_experiments.ipynb #efaa6144
-def search_grid(cfg:ExperimentConfig) -> list[dict]:
-    "Every combination of `cfg.search`'s values, in the order given (ties in validation are broken by this order)."
-    return [dict(zip(cfg.search, v)) for v in itertools.product(*cfg.search.values())]
+def search_grid(grid:dict) -> list[dict]:
+    "Every combination of `grid`'s values (`cfg.search`, `cfg.seg_search`), in the order given (ties in validation are broken by this order)."
+    return [dict(zip(grid, v)) for v in itertools.product(*grid.values())]
 
 def _tag(hp:dict) -> str: return '-'.join(f'{k}{v}' for k, v in hp.items())
 
-def finetune_run(arm:str, seed:int, hp:dict, cfg:ExperimentConfig, root) -> dict:
-    "Fine-tune (or reuse) `arm` with the settings `hp` for `seed` on `root/labelled/train`; validation top-1 at the end and after every epoch."
+def _downstream_run(stage:str, arm:str, seed:int, hp:dict, cfg:ExperimentConfig, root, fit) -> dict:
+    "One cached downstream run in `root/stage/ARM-HP-seedS`: `fit(checkpoint, run_dir)` trains it from `arm`'s pretraining run (seed s mod n) and returns its scores."
     root, pseed = Path(root), cfg.pretrain_seeds[seed % len(cfg.pretrain_seeds)] if VARIANTS[arm] else None
-    run = root/'finetune'/f'{arm}-{_tag(hp)}-seed{seed}'
-    settings = dict(stage_settings(cfg, 'finetune'), **hp, pretrain_seed=pseed)
+    run = root/stage/f'{arm}-{_tag(hp)}-seed{seed}'
+    settings = dict(stage_settings(cfg, stage), **hp, pretrain_seed=pseed)
     if r := _cached(run/'result.json', settings): return r
     ck = None if pseed is None else pretrain_arm(arm, pseed, cfg, root)['checkpoint']
-    fcfg = FinetuneConfig.from_preset('demo', **{**dict(epochs=cfg.finetune_epochs, auto_augment=cfg.auto_augment,
-                                      crop_scale=cfg.crop_scale, seed=seed, save_every=0,
-                                      mixed_precision=cfg.mixed_precision), **hp})
     shutil.rmtree(run, ignore_errors=True); t0 = time.time()   # an unfinished run restarts: its curve must be whole
-    learn = finetune(fcfg, data=root/'labelled', checkpoint=ck, run_dir=run, progress=False, verbose=False)
-    curve = [float(r['top1']) for r in csv.DictReader(open(run/'val.csv'))]   # validation top-1 after every epoch
-    res = dict(arm=arm, seed=seed, pretrain_seed=pseed, hp=hp, val_top1=learn.metrics_result['top1'], curve=curve,
-               checkpoint=str(run/'model.safetensors'), seconds=round(time.time() - t0, 1), settings=settings)
+    res = dict(arm=arm, seed=seed, pretrain_seed=pseed, hp=hp, **fit(ck, run), checkpoint=str(run/'model.safetensors'),
+               seconds=round(time.time() - t0, 1), settings=settings)
     (run/'result.json').write_text(json.dumps(res, indent=1))
     return res
 
-def select_recipe(runs:list[dict]) -> dict:
-    "The settings of the search run with the best validation top-1 at its last epoch (the first in grid order on a tie)."
-    return max(runs, key=lambda r: r['val_top1'])['hp']     # max keeps the first of equal keys
+def finetune_run(arm:str, seed:int, hp:dict, cfg:ExperimentConfig, root) -> dict:
+    "Fine-tune (or reuse) `arm` with the settings `hp` for `seed` on `root/labelled/train`; validation top-1 at the end and after every epoch."
+    fcfg = FinetuneConfig.from_preset('demo', **{**dict(epochs=cfg.finetune_epochs, auto_augment=cfg.auto_augment, crop_scale=cfg.crop_scale,
+                                                       seed=seed, save_every=0, mixed_precision=cfg.mixed_precision), **hp})
+    def fit(ck, run):
+        learn = finetune(fcfg, data=Path(root)/'labelled', checkpoint=ck, run_dir=run, progress=False, verbose=False)
+        return dict(val_top1=learn.metrics_result['top1'], curve=[float(r['top1']) for r in csv.DictReader(open(run/'val.csv'))])
+    return _downstream_run('finetune', arm, seed, hp, cfg, root, fit)
+
+def seg_run(arm:str, seed:int, hp:dict, cfg:ExperimentConfig, root) -> dict:
+    "Train (or reuse) `arm`'s segmentor (07b's `demo` recipe, `hp` set) for `seed` on `root/segmentation`; validation mIoU at the end and every quarter."
+    scfg = SegConfig.from_preset('demo', **{**dict(iters=cfg.seg_iters, warmup_iters=max(1, min(100, cfg.seg_iters // 10)), seed=seed,
+                                                   eval_every=max(1, cfg.seg_iters // 4), save_every=0, imagenet_mean_std=False,
+                                                   mixed_precision=cfg.mixed_precision), **hp})
+    def fit(ck, run):
+        learn = segment(scfg, data=Path(root)/'segmentation', checkpoint=ck, run_dir=run, progress=False, verbose=False)
+        va = list(csv.DictReader(open(run/'val.csv')))
+        return dict(val_mIoU=learn.metrics_result['mIoU'], curve=[float(r['mIoU']) for r in va], curve_steps=[int(r['step']) for r in va])
+    return _downstream_run('segment', arm, seed, hp, cfg, root, fit)
+
+def select_recipe(runs:list[dict], key:str='val_top1') -> dict:
+    "The settings of the search run with the best validation score `key` at its end (the first in grid order on a tie)."
+    return max(runs, key=lambda r: r[key])['hp']     # max keeps the first of equal keys
 
 # %% ../nbs/06c_experiments.ipynb #bf171b2b
 def balanced_accuracy(pred, y) -> float:
@@ -243,6 +289,33 @@ def test_predictions(res:dict, cfg:ExperimentConfig, root) -> dict:
     (run/'test.json').write_text(json.dumps(out))
     return out
 
+# %% ../nbs/06c_experiments.ipynb #439bce4b
+def _seg_split(root, split:str): return ADE20KDataset(Path(root)/'segmentation', split, SegEvalTransform())
+
+def seg_test_scores(res:dict, cfg:ExperimentConfig, root) -> dict:
+    "Score a final segmentation run's segmentor on the test scenes once (cached beside it): each image's areas `[4, C]`, mIoU, aAcc, mAcc."
+    run = Path(res['checkpoint']).parent; settings = dict(res['settings'], seg_test=cfg.seg_test)
+    if r := _cached(run/'test.json', settings): return r
+    model, meta = load_segmentor(res['checkpoint'])             # with the test settings and normalisation its run saved
+    with eval_mode(model):
+        areas = image_areas(model, _seg_split(root, 'test'), None, meta['test_mode'], int(meta['crop_size']), int(meta['stride']),
+                            tuple(json.loads(meta['img_scale'])), mean=json.loads(meta['mean']), std=json.loads(meta['std']))
+    m = SegMetrics.from_areas(areas.sum(0)).compute()
+    out = dict(arm=res['arm'], seed=res['seed'], hp=res['hp'], areas=areas.long().tolist(), mIoU=m['mIoU'], aAcc=m['aAcc'], mAcc=m['mAcc'],
+               settings=settings)
+    (run/'test.json').write_text(json.dumps(out))
+    return out
+
+def seg_baselines(root, num_classes:int=len(SHAPE_CLASSES)) -> dict:
+    "What needs no model, on the test scenes: the training pixels' most common class predicted everywhere, and a uniform guess's expected mIoU."
+    train, test = _seg_split(root, 'training'), _seg_split(root, 'test')
+    counts = sum(np.bincount(train.load_mask(i).ravel(), minlength=256) for i in range(len(train)))[:255]
+    k, m, maj = num_classes, int(counts.argmax()), SegMetrics(num_classes)
+    for i in range(len(test)): y = torch.as_tensor(test.load_mask(i).astype(np.int64)); maj.update(torch.full_like(y, m)[None], y[None])
+    p = maj.areas[3].numpy() / maj.areas[3].sum().item()   # test class frequencies; a uniform guess: E[IoU_c] ≈ (p_c/K) / (p_c + 1/K − p_c/K)
+    return dict(majority_class=m, majority={k_: v for k_, v in maj.compute().items() if k_ in ('mIoU', 'aAcc', 'mAcc')},
+                uniform=float(np.nanmean(np.where(p > 0, p / k / (p + 1 / k - p / k), np.nan))), classes=k)
+
 # %% ../nbs/06c_experiments.ipynb #56380218
 def reference_run(seed:int, cfg:ExperimentConfig, root) -> dict:
     "The supervised reference: a ResNet-18 (torchvision, random weights) trained on the training split (same crops, AdamW, one-cycle), scored on test."
@@ -269,49 +342,80 @@ def reference_run(seed:int, cfg:ExperimentConfig, root) -> dict:
     return r
 
 # %% ../nbs/06c_experiments.ipynb #c5776254
-def compare_arms(pred_a, pred_b, y, level:float=0.95, n_boot:int=10000, seed:int=0) -> dict:
-    "Top-1 of arm a minus arm b from saved test predictions (`[seeds, images]`, rows paired by seed), with two intervals and McNemar's test."
-    ca, cb = (np.asarray(p) == np.asarray(y)[None] for p in (np.atleast_2d(pred_a), np.atleast_2d(pred_b)))
-    if ca.shape != cb.shape: raise ValueError(f'compare_arms: {ca.shape} and {cb.shape} predictions; expected paired seeds on the same images')
-    d_img = ca.astype(np.float64) - cb; S, N = d_img.shape
-    d = d_img.mean(1); mean = float(d.mean())                      # per-seed differences and their mean
+def paired_intervals(d, boot_stat, n_images:int, level:float=0.95, n_boot:int=10000, seed:int=0) -> dict:
+    "Mean of the per-seed differences `d`, a t interval over them and a bootstrap resampling seeds and test images together (`boot_stat(w)`: the per-seed differences `[b, S]` under image weights `w [b, N]`)."
+    d = np.asarray(d, np.float64); S, N = len(d), n_images
     from scipy.stats import t
     h = t.ppf((1 + level) / 2, S - 1) * d.std(ddof=1) / math.sqrt(S) if S > 1 else math.nan
     rng, boot = np.random.default_rng(seed), []
-    for b in np.diff(np.r_[0:n_boot:500, n_boot]):            # seeds (paired) and test images resampled together
+    for b in np.diff(np.r_[0:n_boot:500, n_boot]):            # in chunks of 500 resamples
         w_img, w_seed = rng.multinomial(N, np.full(N, 1 / N), b), rng.multinomial(S, np.full(S, 1 / S), b)
-        boot.append((w_seed * (d_img @ w_img.T).T).sum(1) / (S * N))
+        boot.append((w_seed * boot_stat(w_img.astype(np.float64))).sum(1) / S)
     lo, hi = np.quantile(np.concatenate(boot), [(1 - level) / 2, (1 + level) / 2])
-    t_ci, b_ci = (float(mean - h), float(mean + h)), (float(lo), float(hi))
+    t_ci, b_ci = (float(d.mean() - h), float(d.mean() + h)), (float(lo), float(hi))
     resolved = S > 1 and (all(c[0] > 0 for c in (t_ci, b_ci)) or all(c[1] < 0 for c in (t_ci, b_ci)))
-    return dict(diff=mean, per_seed=d.tolist(), t_ci=t_ci, boot_ci=b_ci, mcnemar_p=[mcnemar_p(a, b) for a, b in zip(ca, cb)],
-                resolved=bool(resolved), seeds=S, images=N)
+    return dict(diff=float(d.mean()), per_seed=d.tolist(), t_ci=t_ci, boot_ci=b_ci, resolved=bool(resolved), seeds=S, images=N)
+
+def compare_arms(pred_a, pred_b, y, level:float=0.95, n_boot:int=10000, seed:int=0) -> dict:
+    "Top-1 of arm a minus arm b from saved test predictions (`[seeds, images]`, rows paired by seed), with `paired_intervals` and McNemar's test."
+    ca, cb = (np.asarray(p) == np.asarray(y)[None] for p in (np.atleast_2d(pred_a), np.atleast_2d(pred_b)))
+    if ca.shape != cb.shape: raise ValueError(f'compare_arms: {ca.shape} and {cb.shape} predictions; expected paired seeds on the same images')
+    d_img = ca.astype(np.float64) - cb; N = d_img.shape[1]
+    r = paired_intervals(d_img.mean(1), lambda w: w @ d_img.T / N, N, level, n_boot, seed)
+    return dict(r, mcnemar_p=[mcnemar_p(a, b) for a, b in zip(ca, cb)])
+
+def miou_of(areas) -> np.ndarray:
+    "mIoU of areas `[..., 2 or 4, C]` (intersection, union, …, per class): the mean IoU over the classes with a union, as `SegMetrics`."
+    a = np.asarray(areas, np.float64)
+    with np.errstate(invalid='ignore', divide='ignore'): return np.nanmean(a[..., 0, :] / a[..., 1, :], -1)
+
+def compare_segmentors(areas_a, areas_b, level:float=0.95, n_boot:int=10000, seed:int=0) -> dict:
+    "mIoU of arm a minus arm b from per-image test areas (`[seeds, images, 4, C]`, rows paired by seed), with `paired_intervals` (the bootstrap recomputes mIoU)."
+    A, B = (np.asarray(x, np.float64)[..., :2, :] for x in (areas_a, areas_b))
+    if A.shape != B.shape or A.ndim != 4: raise ValueError(f'compare_segmentors: {A.shape} and {B.shape} areas; expected paired seeds on the same images')
+    def stat(w): return miou_of(np.einsum('bn,snkc->bskc', w, A)) - miou_of(np.einsum('bn,snkc->bskc', w, B))
+    return paired_intervals(miou_of(A.sum(1)) - miou_of(B.sum(1)), stat, A.shape[1], level, n_boot, seed)
 
 # %% ../nbs/06c_experiments.ipynb #45a9c582
 def _by_seed(rs:list[dict]) -> dict: return {r['seed']: r for r in rs}
 
 def comparison(tests:dict, y, a:str, b:str, **kw) -> dict:
-    "`compare_arms` of arms `a` and `b` (`tests`: arm → test results) over the seeds both have, paired by seed; with a verdict."
+    "`compare_arms` (`compare_segmentors` for segmentation results, which carry `areas`; `y` unused) of arms `a` and `b` over the seeds both have, paired by seed; with a verdict."
     A, B = _by_seed(tests[a]), _by_seed(tests[b]); seeds = sorted(set(A) & set(B))
-    c = compare_arms([A[s]['pred'] for s in seeds], [B[s]['pred'] for s in seeds], y, **kw)
+    if 'areas' in A[seeds[0]]: c = compare_segmentors([A[s]['areas'] for s in seeds], [B[s]['areas'] for s in seeds], **kw)
+    else: c = compare_arms([A[s]['pred'] for s in seeds], [B[s]['pred'] for s in seeds], y, **kw)
     return dict(a=a, b=b, **c, verdict=('resolved' if c['resolved'] else 'not resolved'))
+
+def _mean_sd(rs:list[dict], k:str) -> dict:
+    v = np.array([r[k] for r in rs]); return {k: v.mean(), f'{k}_sd': v.std(ddof=1) if len(v) > 1 else math.nan}
+
+def _arm_rows(tests:dict, y, keys:tuple, reference:str|None) -> list[dict]:
+    "A row per arm: `keys` as mean and sd over seeds, and the difference to `reference` with its intervals and verdict."
+    rows = []
+    for arm, rs in tests.items():
+        row = dict(arm=arm, seeds=len(rs)); [row.update(_mean_sd(rs, k)) for k in keys]
+        if reference in tests and arm != reference:
+            c = comparison(tests, y, arm, reference)
+            row.update(diff=c['diff'], t_ci=c['t_ci'], boot_ci=c['boot_ci'], verdict=c['verdict'])
+            if 'mcnemar_p' in c: row['mcnemar'] = f"{sum(p < 0.05 for p in c['mcnemar_p'])}/{c['seeds']}"
+        rows.append(row)
+    return rows
 
 def results_table(tests:dict, y, classes:list[str], reference:str|None='scratch'):
     "Test top-1 and balanced accuracy per arm (mean ± sd over seeds), the difference to `reference` with its intervals, then the baselines."
     import pandas as pd
-    rows = []
-    for arm, rs in tests.items():
-        t1, ba = np.array([r['top1'] for r in rs]), np.array([r['balanced'] for r in rs])
-        row = dict(arm=arm, seeds=len(rs), top1=t1.mean(), top1_sd=t1.std(ddof=1) if len(rs) > 1 else math.nan,
-                   balanced=ba.mean(), balanced_sd=ba.std(ddof=1) if len(rs) > 1 else math.nan)
-        if reference in tests and arm != reference:
-            c = comparison(tests, y, arm, reference)
-            row.update(diff=c['diff'], t_ci=c['t_ci'], boot_ci=c['boot_ci'], mcnemar=f"{sum(p < 0.05 for p in c['mcnemar_p'])}/{c['seeds']}",
-                       verdict=c['verdict'])
-        rows.append(row)
     b = baselines(y, len(classes))
-    rows += [dict(arm=f'majority class ({classes[b["majority_class"]]})', top1=b['majority'], balanced=b['majority_balanced']),
-             dict(arm='chance', top1=b['chance'], balanced=b['chance'])]
+    rows = _arm_rows(tests, y, ('top1', 'balanced'), reference) + [
+        dict(arm=f'majority class ({classes[b["majority_class"]]})', top1=b['majority'], balanced=b['majority_balanced']),
+        dict(arm='chance', top1=b['chance'], balanced=b['chance'])]
+    return pd.DataFrame(rows).set_index('arm')
+
+def seg_table(tests:dict, base:dict, reference:str|None='scratch'):
+    "Test mIoU, aAcc and mAcc per segmentation arm (mean ± sd over seeds), the mIoU difference to `reference` with its intervals, then `seg_baselines`."
+    import pandas as pd
+    rows = _arm_rows(tests, None, ('mIoU', 'aAcc', 'mAcc'), reference) + [
+        dict(arm=f'majority class ({base["majority_class"]})', mIoU=base['majority']['mIoU'], aAcc=base['majority']['aAcc'], mAcc=base['majority']['mAcc']),
+        dict(arm='uniform guess', mIoU=base['uniform'])]
     return pd.DataFrame(rows).set_index('arm')
 
 # %% ../nbs/06c_experiments.ipynb #beed28de
@@ -330,29 +434,51 @@ def probe_arm(arm:str, cfg:ExperimentConfig, root):
 
 # %% ../nbs/06c_experiments.ipynb #46a1cd21
 def plot_curves(runs:list[dict], ax=None, chance:float|None=None):
-    "Validation top-1 after every fine-tuning epoch: a line per arm (mean over seeds) and a band (min–max)."
+    "Validation score after every fine-tuning epoch (top-1; segmentation runs: mIoU by step): a line per arm (mean over seeds) and a band (min–max)."
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(6, 3.6))
+    seg = 'curve_steps' in runs[0]
     for i, arm in enumerate(dict.fromkeys(r['arm'] for r in runs)):
-        c = np.array([r['curve'] for r in runs if r['arm'] == arm]); e = np.arange(1, c.shape[1] + 1)
+        rs = [r for r in runs if r['arm'] == arm]; c = np.array([r['curve'] for r in rs])
+        e = np.array(rs[0]['curve_steps']) if seg else np.arange(1, c.shape[1] + 1)
         ax.plot(e, c.mean(0), '-o', ms=3, color=f'C{i}', label=f'{arm} ({len(c)} seeds)')
         ax.fill_between(e, c.min(0), c.max(0), color=f'C{i}', alpha=0.15)
-    if chance is not None: ax.axhline(chance, color='grey', lw=1, ls=':', label='chance')
-    ax.set(xlabel='fine-tuning epoch', ylabel='validation top-1'); ax.grid(alpha=0.3); ax.legend(fontsize=8)
+    if chance is not None: ax.axhline(chance, color='grey', lw=1, ls=':', label='uniform guess' if seg else 'chance')
+    ax.set(xlabel='segmentation step' if seg else 'fine-tuning epoch', ylabel='validation mIoU' if seg else 'validation top-1')
+    ax.grid(alpha=0.3); ax.legend(fontsize=8)
     return ax
 
 # %% ../nbs/06c_experiments.ipynb #33d17085
+def _pairs(pre_arms:list, ref:str|None, others=()) -> list[tuple]:
+    "The comparisons: BEiT against each other pretrained arm (the Table-4 rows), then every pretrained arm (and `others`) against `ref`."
+    return [('beit', b) for b in pre_arms if 'beit' in pre_arms and b != 'beit'] + [(a, ref) for a in [*pre_arms, *others] if ref]
+
+def segmentation_stage(cfg:ExperimentConfig, root, jobs:int=1, log=print) -> dict:
+    "The segmentation arms at the same standard: the scenes, each arm's grid searched on validation at the first seed, every seed, the test scenes once."
+    root, arms = Path(root), cfg.seg_arms; seg_data(root, cfg)
+    search = in_parallel(seg_run, [(a, cfg.seeds[0], hp, cfg, root) for a in arms for hp in search_grid(cfg.seg_search)], jobs)
+    recipes = {a: select_recipe([r for r in search if r['arm'] == a], 'val_mIoU') for a in arms}
+    for a, hp in recipes.items(): log(f'{a} (segmentation): chosen on validation {hp}')
+    final = in_parallel(seg_run, [(a, s, recipes[a], cfg, root) for a in arms for s in cfg.seeds], jobs)   # first seed: cached
+    scored = in_parallel(seg_test_scores, [(r, cfg, root) for r in final], jobs)
+    tests = {a: [r for r in scored if r['arm'] == a] for a in arms}
+    pre, ref, base = [a for a in arms if VARIANTS[a]], 'scratch' if 'scratch' in arms else None, seg_baselines(root)
+    table = seg_table(tests, base, ref)
+    return dict(search=search, recipes=recipes, finetune=final, baselines=base, table=table.reset_index().to_dict('records'),
+                test={a: [{k: v for k, v in r.items() if k != 'areas'} for r in rs] for a, rs in tests.items()},   # areas: in each run's test.json
+                comparisons=[comparison(tests, None, a, b) for a, b in _pairs(pre, ref)])
+
 def run_experiments(cfg:ExperimentConfig,
                     out:str='runs/experiments',   # run folder (cached stage by stage: rerun to resume, or to add seeds or arms)
                     jobs:int=1,                   # stages run side by side, in processes of cores // jobs torch threads each
                     log=print) -> dict:
-    "The whole reproduction: data, pretraining, the search on validation, final seeds, the test split once, reference, probes."
+    "The whole reproduction: data, pretraining, the search on validation, final seeds, the test split once, reference, probes, segmentation."
     out, t0, times = Path(out), time.time(), {}
     def stage(name, t): times[name] = round(time.time() - t, 1); log(f'{name}: {times[name]:.0f} s'); return time.time()
     experiment_data(out, cfg); t = stage('data', t0)
     pre_arms = [a for a in cfg.arms if VARIANTS[a] is not None]
     pre = in_parallel(pretrain_arm, [(a, s, cfg, out) for a in pre_arms for s in cfg.pretrain_seeds], jobs); t = stage('pretrain', t)
-    grid = search_grid(cfg)
+    grid = search_grid(cfg.search)
     search = in_parallel(finetune_run, [(a, cfg.seeds[0], hp, cfg, out) for a in cfg.arms for hp in grid], jobs)
     recipes = {a: select_recipe([r for r in search if r['arm'] == a]) for a in cfg.arms}; t = stage('search', t)
     for a, hp in recipes.items(): log(f'{a}: chosen on validation {hp}')
@@ -363,15 +489,21 @@ def run_experiments(cfg:ExperimentConfig,
     if cfg.reference: tests['resnet18'] = in_parallel(reference_run, [(s, cfg, out) for s in cfg.seeds[:3]], jobs)
     t = stage('test', t)
     probes = [row for a in ['random-init', *pre_arms] for row in probe_arm(a, cfg, out).to_dict('records')]; t = stage('probe', t)
+    seg = segmentation_stage(cfg, out, jobs, log) if cfg.seg_arms else None; t = stage('segment', t)
     y, ref = np.array(test_set(out).targets), 'scratch' if 'scratch' in cfg.arms else None
     table = results_table(tests, y, class_folders(out/'labelled'/'train'), ref)
-    pairs = [(a, b) for a, b in itertools.combinations(pre_arms, 2) if a == 'beit'] + [(a, ref) for a in [*pre_arms, 'resnet18'] if ref and a in tests]
+    pairs = _pairs(pre_arms, ref, ['resnet18'] if 'resnet18' in tests else [])
     res = dict(config=asdict(cfg), pretrain=pre, search=search, recipes=recipes, finetune=final, test=tests, test_labels=y.tolist(),
                table=table.reset_index().to_dict('records'), comparisons=[comparison(tests, y, a, b) for a, b in pairs],
-               probes=probes, stage_seconds=times, seconds=round(time.time() - t0, 1), jobs=jobs, machine=_machine())
+               probes=probes, segmentation=seg, stage_seconds=times, seconds=round(time.time() - t0, 1), jobs=jobs, machine=_machine())
     (out/'results.json').write_text(json.dumps(res, indent=1, default=str))
-    log(table.to_string(float_format=lambda v: f'{v:.3f}')); log(f'total {time.time() - t0:.0f} s')
+    for t in (res['table'], *([seg['table']] if seg else [])): log(_table_text(t))
+    log(f'total {time.time() - t0:.0f} s')
     return res
+
+def _table_text(records:list[dict]) -> str:
+    import pandas as pd
+    return pd.DataFrame(records).set_index('arm').to_string(float_format=lambda v: f'{v:.3f}')
 
 def _machine() -> str:
     import os, platform
@@ -380,16 +512,19 @@ def _machine() -> str:
     return f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__}'
 
 # %% ../nbs/06c_experiments.ipynb #2de2f362
-def _search_flag(s:str) -> dict:
-    "`--search lr=2.5e-4,1e-3;layer_decay=0.75,1` as a grid: each FinetuneConfig field with its values."
+def _grid_flag(kind:type, flag:str):
+    "The parser of `--search lr=2.5e-4,1e-3;layer_decay=0.75,1` (`flag`): a grid of `kind`'s fields, each with its values."
     import typing
-    hints, grid = typing.get_type_hints(FinetuneConfig), {}
-    for part in filter(None, (p.strip() for p in s.split(';'))):
-        k, sep, vs = part.partition('=')
-        k = k.strip().replace('-', '_')
-        if not sep or k not in hints: raise ValueError(f'--search {s}: expected field=v1,v2;field=… with FinetuneConfig fields (got {part!r})')
-        grid[k] = tuple(parse_value(v, hints[k], k) for v in vs.split(','))
-    return grid
+    hints = typing.get_type_hints(kind)
+    def parse(s:str) -> dict:
+        grid = {}
+        for part in filter(None, (p.strip() for p in s.split(';'))):
+            k, sep, vs = part.partition('=')
+            k = k.strip().replace('-', '_')
+            if not sep or k not in hints: raise ValueError(f'{flag} {s}: expected field=v1,v2;field=… with {kind.__name__} fields (got {part!r})')
+            grid[k] = tuple(parse_value(v, hints[k], k) for v in vs.split(','))
+        return grid
+    return parse
 
 beit_experiments = recipe_command(ExperimentConfig, run_experiments, 'beit-experiments', skip=('cfg', 'log'),
-                                  parsers=dict(search=_search_flag))
+                                  parsers=dict(search=_grid_flag(FinetuneConfig, '--search'), seg_search=_grid_flag(SegConfig, '--seg-search')))

@@ -29,8 +29,8 @@ from .recipe import (Run, check_inputs, depth_override, start_run, demo_data, re
                             shard, reduce_sum, Evaluator, input_normalisation)
 
 # %% auto #0
-__all__ = ['beit_segment', 'SegConfig', 'SegLoss', 'PixelLog', 'evaluate_segmentor', 'segmentation_evaluator', 'seg_datasets',
-           'segment_learner', 'segment', 'evaluate_checkpoint']
+__all__ = ['beit_segment', 'SegConfig', 'SegLoss', 'PixelLog', 'evaluate_segmentor', 'image_areas', 'segmentation_evaluator',
+           'seg_datasets', 'segment_learner', 'segment', 'evaluate_checkpoint']
 
 # %% ../nbs/07b_segmentation.ipynb #0269cf37
 @dataclass
@@ -128,12 +128,18 @@ def evaluate_segmentor(model:BeitSegmentor, ds, mode:str='slide', crop_size=512,
                        flip:bool=False, batch_size:int=8, class_names=None, accel=None, mean=IMAGENET_DEFAULT_MEAN,
                        std=IMAGENET_DEFAULT_STD) -> dict:
     "mIoU, per-class IoU, mAcc, aAcc of `model` on `ds` of `(uint8 image [3,H,W], mask [H,W])` by the official test pipeline; with `accel`, each process scores its shard."
-    areas = torch.zeros(4, model.num_classes, dtype=torch.float64)
-    for i in shard(len(ds), accel):                          # one image at a time, scored at its annotation's own size
+    areas = image_areas(model, ds, shard(len(ds), accel), mode, crop_size, stride, img_scale, scales, flip, batch_size, mean, std).sum(0)
+    return dict(SegMetrics.from_areas(reduce_sum(areas, accel), class_names=class_names).compute(), n_val=len(ds))
+
+def image_areas(model:BeitSegmentor, ds, indices=None, mode:str='slide', crop_size=512, stride=341, img_scale=None, scales=(1.0,),
+                flip:bool=False, batch_size:int=8, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD) -> torch.Tensor:
+    "`intersect_and_union` of each image of `ds` (`indices`, default all) on its own, `[n, 4, C]`: summed, the dataset's areas; kept, a bootstrap over images."
+    out = [torch.zeros(0, 4, model.num_classes, dtype=torch.float64)]
+    for i in (range(len(ds)) if indices is None else indices):   # one image at a time, scored at its annotation's own size
         x, y = ds[i]
         p = predict_probs(model, x, mode, crop_size, stride, mean, std, img_scale, scales, flip, batch_size)
-        areas += intersect_and_union(p.argmax(1).cpu(), y[None], model.num_classes)
-    return dict(SegMetrics.from_areas(reduce_sum(areas, accel), class_names=class_names).compute(), n_val=len(ds))
+        out.append(intersect_and_union(p.argmax(1).cpu(), y[None], model.num_classes)[None])
+    return torch.cat(out)
 
 def _describe(m:dict) -> str: return f'mIoU {m["mIoU"]:.2%}  aAcc {m["aAcc"]:.2%}  mAcc {m["mAcc"]:.2%}  ({m["n_val"]} images)'
 

@@ -23,8 +23,8 @@ from .dvae_training import train_dvae
 
 # %% auto #0
 __all__ = ['SHAPE_CLASSES', 'TEXTURES', 'PHOTO_NAMES', 'DEMO_TOKENIZER_CONFIG', 'DEMO_TOKENIZER_TRAINING',
-           'SHIPPED_DEMO_TOKENIZER', 'Scenes', 'synthetic_scenes', 'write_demo_folders', 'sample_photos', 'SceneImages',
-           'tokenizer_views', 'demo_tokenizer_data', 'demo_views', 'demo_tokenizer']
+           'SHIPPED_DEMO_TOKENIZER', 'Scenes', 'synthetic_scenes', 'write_ade20k_split', 'write_demo_folders',
+           'sample_photos', 'SceneImages', 'tokenizer_views', 'demo_tokenizer_data', 'demo_views', 'demo_tokenizer']
 
 # %% ../nbs/00b_synthetic.ipynb #2627d24b
 SHAPE_CLASSES = ['circle', 'cross', 'ring', 'square', 'star', 'triangle']   # alphabetical: folder datasets index classes the same way
@@ -203,6 +203,15 @@ def synthetic_scenes(n:int, size:int=64, seed:int=0) -> Scenes:
 # %% ../nbs/00b_synthetic.ipynb #0f817a8e
 _DEMO_MARKER = 'beit_nb_demo.json'
 
+def write_ade20k_split(root, split:str, tag:str, scenes:Scenes):
+    "Scenes as ADE20K's `root/images/<split>/ADE_<tag>_<n>.jpg` (quality 95, no chroma subsampling) + `root/annotations/<split>/….png` (0: background, 1..6: the shapes)."
+    root = Path(root)
+    for d in ('images', 'annotations'): (root / d / split).mkdir(parents=True, exist_ok=True)
+    for i, (img, mask) in enumerate(zip(scenes.images, scenes.masks)):
+        name = f'ADE_{tag}_{i + 1:08d}'
+        Image.fromarray(img).save(root / 'images' / split / f'{name}.jpg', quality=95, subsampling=0)
+        Image.fromarray(mask).save(root / 'annotations' / split / f'{name}.png')
+
 def write_demo_folders(root, n_train:int=600, n_val:int=120, size:int=64, seed:int=0) -> dict:
     "Write synthetic scenes as `root/imagenet/{train,val}/<class>/*.png` and `root/ade20k/{images,annotations}/...`; return the paths."
     root = Path(root)
@@ -227,14 +236,8 @@ def write_demo_folders(root, n_train:int=600, n_val:int=120, size:int=64, seed:i
                                             ('val', 'validation', 'val', n_val, seed + 1_000_000)):
         sc = synthetic_scenes(n, size, s)
         for c in SHAPE_CLASSES: (inet / split / c).mkdir(parents=True, exist_ok=True)
-        (ade / 'images' / ade_split).mkdir(parents=True, exist_ok=True)
-        (ade / 'annotations' / ade_split).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            img = Image.fromarray(sc.images[i])
-            img.save(inet / split / SHAPE_CLASSES[sc.labels[i]] / f'{i:06d}.png')
-            name = f'ADE_{ade_tag}_{i + 1:08d}'
-            img.save(ade / 'images' / ade_split / f'{name}.jpg', quality=95, subsampling=0)
-            Image.fromarray(sc.masks[i]).save(ade / 'annotations' / ade_split / f'{name}.png')
+        for i in range(n): Image.fromarray(sc.images[i]).save(inet / split / SHAPE_CLASSES[sc.labels[i]] / f'{i:06d}.png')
+        write_ade20k_split(ade, ade_split, ade_tag, sc)
     marker.write_text(json.dumps(cfg))
     return paths
 
