@@ -186,14 +186,21 @@ def _check_fits(cfg:PretrainConfig, tok, model):
                          f'{grid[0] * grid[1]} patches (the paper masks 75 of 196, about 40%)')
 
 # %% ../nbs/05_pretrain.ipynb #93bc140e
+def _pretrain_images(cfg:PretrainConfig, data):
+    "The images to pretrain on: the folder `data` (ImageNet layout or any folder of images), or `cfg.n_demo` synthetic scenes."
+    if data is None:
+        from beit_nb.synthetic import SceneImages   # the demo only
+        return SceneImages(cfg.n_demo, cfg.input_size, seed=cfg.seed)
+    return UnlabeledImageFolder(data)
+
+# %% ../nbs/05_pretrain.ipynb #48d78a1c
 def _pretrain_data(cfg:PretrainConfig, data, grid) -> SeededSamples:
     "The masked two-view dataset: every random draw of a sample seeded from (seed, epoch, index)."
     tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter, scale=cfg.crop_scale,
                                 masking=masking_generator(cfg, grid), imagenet_default_mean_and_std=cfg.imagenet_mean_std)
-    if data is None: from beit_nb.synthetic import SceneImages   # the demo only
-    base = SceneImages(cfg.n_demo, cfg.input_size, seed=cfg.seed) if data is None else UnlabeledImageFolder(data)
-    return SeededSamples(base, tfm, cfg.seed)
+    return SeededSamples(_pretrain_images(cfg, data), tfm, cfg.seed)
 
+# %% ../nbs/05_pretrain.ipynb #79f89d5e
 def _objective(cfg:PretrainConfig, tok, model):
     "Loss, metrics and batch callback of `cfg.target`: token cross-entropy and accuracy, or the masked patches' pixel MSE alone."
     if cfg.target == 'tokens': return mim_loss, [BatchAccuracy('mim_accuracy')], MIMCallback(tok)   # the run log's arg-max, shared
