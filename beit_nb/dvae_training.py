@@ -163,20 +163,30 @@ class _Subset(torch.utils.data.Dataset):
 def beit_train_tokenizer(
     data:str,                     # folder of images to train on (searched recursively)
     out:str,                      # output folder for the tokenizer (config.json + model.safetensors)
-    image_size:int=32,            # input size in pixels (the tokenizer view: 112 in BEiT, 32 in the demo)
-    num_layers:int=2,             # stride-2 layers: grid = image_size / 2**num_layers
+    kind:str='dvae',              # dvae: BEiT's discrete VAE (reconstructs pixels); vqkd: BEiT v2's VQ-KD (reconstructs --teacher's features)
+    teacher:str=None,             # vqkd: the teacher checkpoint (a beit-pretrain model.safetensors, an official, timm or Hugging Face file or folder)
+    teacher_block:int=-1,         # vqkd: the teacher block whose patch features are distilled (-1: the last, after its final norm)
+    image_size:int=32,            # input size in pixels (the tokenizer view: 112 in BEiT, 224 in BEiT v2, 32 in the demo)
+    num_layers:int=2,             # dvae: stride-2 layers: grid = image_size / 2**num_layers
+    patch_size:int=8,             # vqkd: encoder patch size: grid = image_size / patch_size
     num_tokens:int=512,           # vocabulary size
-    codebook_dim:int=64,          # codebook embedding width
-    hidden_dim:int=64,            # conv width
-    num_resnet_blocks:int=0,      # extra residual blocks at the bottleneck (0 = official BEiT layout)
+    codebook_dim:int=None,        # codebook embedding width (default: 64 for dvae, 32 for vqkd as in BEiT v2)
+    hidden_dim:int=64,            # dvae: conv width
+    num_resnet_blocks:int=0,      # dvae: extra residual blocks at the bottleneck (0 = official BEiT layout)
+    embed_dim:int=64,             # vqkd: encoder and decoder width (BEiT v2: 768)
+    depth:int=2,                  # vqkd: encoder blocks (BEiT v2: 12)
+    num_heads:int=4,              # vqkd: attention heads (BEiT v2: 12)
+    decoder_depth:int=1,          # vqkd: decoder blocks (BEiT v2: 1 or 3)
+    decay:float=0.99,             # vqkd: EMA decay of the codebook
+    restart_after:int=50,         # vqkd: re-initialise a code unused for this many steps in a row (0: never, as the official code)
     epochs:int=5,                 # training epochs
     batch_size:int=64,            # batch size
     lr:float=2e-3,                # peak learning rate (one-cycle Adam)
-    soft:bool=False,              # relaxed Gumbel-softmax samples instead of straight-through
-    tau0:float=1.0,               # initial Gumbel temperature
-    tau_min:float=0.5,            # final Gumbel temperature
-    anneal_rate:float=1e-2,       # tau = max(tau_min, tau0 * exp(-anneal_rate * step))
-    kl_weight:float=0.,           # weight of KL(q || uniform)
+    soft:bool=False,              # dvae: relaxed Gumbel-softmax samples instead of straight-through
+    tau0:float=1.0,               # dvae: initial Gumbel temperature
+    tau_min:float=0.5,            # dvae: final Gumbel temperature
+    anneal_rate:float=1e-2,       # dvae: tau = max(tau_min, tau0 * exp(-anneal_rate * step))
+    kl_weight:float=0.,           # dvae: weight of KL(q || uniform)
     valid_pct:float=0.1,          # fraction of images held out for validation
     max_images:int=None,          # use at most this many images
     seed:int=0,                   # random seed
@@ -184,15 +194,26 @@ def beit_train_tokenizer(
     num_workers:int=0,            # data loader workers
     quiet:bool=False,             # no progress bars
 ):
-    "Train BEiT's discrete VAE tokenizer on a folder of images and save it."
+    "Train a visual tokenizer on a folder of images and save it: BEiT's discrete VAE, or BEiT v2's VQ-KD distilled from a local teacher."
     try:
+        if kind not in ('dvae', 'vqkd'): raise ValueError(f"--kind must be dvae or vqkd, got {kind!r}")
+        if kind == 'vqkd' and not teacher: raise ValueError('--kind vqkd needs --teacher PATH: the checkpoint whose features the codes distil (e.g. a beit-pretrain model.safetensors)')
+        if kind == 'dvae' and teacher: raise ValueError('--teacher is for --kind vqkd (the dVAE reconstructs pixels, not features)')
         if not 0 < valid_pct < 1: raise ValueError(f'--valid-pct must be in (0, 1), got {valid_pct}')
         if Path(out).exists() and not Path(out).is_dir(): raise NotADirectoryError(f'output {out} exists and is not a folder')
-        ds = UnlabeledImageFolder(data)
         set_seed(seed)
-        vae = DiscreteVAE(image_size=image_size, num_tokens=num_tokens, codebook_dim=codebook_dim, num_layers=num_layers,
-                          hidden_dim=hidden_dim, num_resnet_blocks=num_resnet_blocks, temperature=tau0,
-                          straight_through=not soft, kl_div_loss_weight=kl_weight)
+        if kind == 'vqkd':
+            from .vqkd import VQKDTokenizer, load_teacher
+            if image_size % patch_size: raise ValueError(f'--image-size {image_size} is not a multiple of --patch-size {patch_size}')
+            tchr = load_teacher(teacher, image_size // patch_size, teacher_block)     # a bad --teacher fails here, before any training
+            tok = VQKDTokenizer(input_size=image_size, patch_size=patch_size, num_tokens=num_tokens, codebook_dim=codebook_dim or 32,
+                                embed_dim=embed_dim, depth=depth, num_heads=num_heads, decoder_depth=decoder_depth,
+                                teacher_dim=tchr.dim, decay=decay, restart_after=restart_after)
+        else:
+            tok = DiscreteVAE(image_size=image_size, num_tokens=num_tokens, codebook_dim=codebook_dim or 64, num_layers=num_layers,
+                              hidden_dim=hidden_dim, num_resnet_blocks=num_resnet_blocks, temperature=tau0,
+                              straight_through=not soft, kl_div_loss_weight=kl_weight)
+        ds = UnlabeledImageFolder(data)
         idx = np.random.default_rng(seed).permutation(len(ds))[:max_images]
         n_val = max(1, int(round(len(idx) * valid_pct)))
         if len(idx) - n_val < batch_size: raise ValueError(f'{data} has {len(idx)} usable images: too few for a validation split and one batch of {batch_size} (lower --batch-size)')
@@ -200,11 +221,16 @@ def beit_train_tokenizer(
         valid = _Subset(ds, idx[:n_val], _FolderTransform(image_size, False))
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         sys.exit(f'beit-train-tokenizer: error: {e}')
-    learn = train_dvae(vae, train, valid, epochs=epochs, batch_size=batch_size, lr=lr, tau0=tau0, tau_min=tau_min, anneal_rate=anneal_rate,
+    if kind == 'vqkd':
+        from .vqkd import train_and_save_vqkd
+        train_and_save_vqkd(tok, tchr, train, valid, out, meta=dict(data=str(data)), epochs=epochs, batch_size=batch_size,
+                            lr=lr, seed=seed, device=device, num_workers=num_workers, progress=not quiet)
+        return
+    learn = train_dvae(tok, train, valid, epochs=epochs, batch_size=batch_size, lr=lr, tau0=tau0, tau_min=tau_min, anneal_rate=anneal_rate,
                        seed=seed, device=device, num_workers=num_workers, progress=not quiet)
     vimg = torch.stack([valid[i] for i in range(len(valid))])
-    res, base = evaluate_tokenizer(vae, vimg), baseline_psnr(vimg, vae.grid_size)
-    path = save_tokenizer(vae.cpu(), out, meta=dict(data=str(data), n_train=len(train), n_valid=len(valid), valid=res,
+    res, base = evaluate_tokenizer(tok, vimg), baseline_psnr(vimg, tok.grid_size)
+    path = save_tokenizer(tok.cpu(), out, meta=dict(data=str(data), n_train=len(train), n_valid=len(valid), valid=res,
                                                     baselines=base, train_seconds=round(learn.train_seconds, 1)))
-    print(f"saved {path}: {vae.grid_size}x{vae.grid_size} tokens of {vae.vocab_size}; held-out PSNR {res['psnr']:.2f} dB "
+    print(f"saved {path}: {tok.grid_size}x{tok.grid_size} tokens of {tok.vocab_size}; held-out PSNR {res['psnr']:.2f} dB "
           f"(mean-colour baseline {base['mean_color']:.2f} dB), {res['tokens_used']} tokens used, perplexity {res['perplexity']:.0f}")

@@ -257,6 +257,7 @@ def baseline_psnr(images:torch.Tensor, grid_size:int) -> dict:
 
 # %% ../nbs/01_tokenizer.ipynb #8054aba7
 TOKENIZER_TYPES = {}   # config.json 'type' -> class with `folder_tensors()` and `from_folder(path, config)`
+_DEFINED_IN = {'DiscreteVAE': 'beit_nb.dvae', 'VQKDTokenizer': 'beit_nb.vqkd'}   # registered when their module is imported
 
 def register_tokenizer(cls):
     "Let `save_tokenizer`/`load_tokenizer` handle `cls` (it provides `config`, `folder_tensors()` and `from_folder`)."
@@ -264,7 +265,7 @@ def register_tokenizer(cls):
     return cls
 
 def save_tokenizer(tok, path, meta:dict|None=None) -> Path:
-    "Save a registered tokenizer (`DalleTokenizer`, `DiscreteVAE`) to the folder `path` (config.json + safetensors)."
+    "Save a registered tokenizer (`DalleTokenizer`, `DiscreteVAE`, `VQKDTokenizer`) to the folder `path` (config.json + safetensors)."
     if type(tok).__name__ not in TOKENIZER_TYPES:
         raise TypeError(f'save_tokenizer: cannot save a {type(tok).__name__}; expected one of {sorted(TOKENIZER_TYPES)}')
     return _write_folder(path, dict(tok.config, meta=meta or {}), tok.folder_tensors())
@@ -274,6 +275,8 @@ def load_tokenizer(path, device='cpu'):
     path = Path(path)
     cfg = read_tokenizer_config(path)
     kind = cfg.get('type')
+    if kind not in TOKENIZER_TYPES and kind in _DEFINED_IN:
+        import importlib; importlib.import_module(_DEFINED_IN[kind])   # on demand: VQ-KD's training pulls in fastai
     if kind not in TOKENIZER_TYPES:
         raise ValueError(f'load_tokenizer: {path/"config.json"} has unknown type {kind!r} (expected one of {sorted(TOKENIZER_TYPES)})')
     tok = TOKENIZER_TYPES[kind].from_folder(path, cfg)

@@ -87,3 +87,41 @@ def test_too_few_images(script, tmp_path):
 def test_help(script):
     r = run(script, '--help')
     assert r.returncode == 0 and '--image-size' in r.stdout and '--num-tokens' in r.stdout
+
+# --- --kind vqkd: BEiT v2's VQ-KD tokenizer distilled from a local teacher checkpoint (chapter 01d) ---
+VQKD_TINY = ['--kind', 'vqkd', '--image-size', '32', '--patch-size', '8', '--num-tokens', '64', '--embed-dim', '32',
+             '--depth', '1', '--num-heads', '2', '--epochs', '1', '--batch-size', '8', '--quiet']
+
+@pytest.fixture(scope='module')
+def teacher(tmp_path_factory):
+    "A tiny BEiT saved as our MIM runs save theirs (safetensors with the grid, eps and normalisation in the metadata)."
+    from beit_nb.backbone import BeitForMIM
+    from beit_nb.checkpoint import save_beit_checkpoint
+    torch.manual_seed(0)
+    model = BeitForMIM(vocab_size=16, img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=2)
+    return save_beit_checkpoint(model, tmp_path_factory.mktemp('teacher') / 'model.safetensors',
+                                metadata=dict(mean=json.dumps([0.5] * 3), std=json.dumps([0.5] * 3)))
+
+def test_vqkd_trains_and_saves(script, image_folder, teacher, tmp_path):
+    from beit_nb.vqkd import VQKDTokenizer                     # registers the type with load_tokenizer
+    out = tmp_path / 'vqkd'
+    r = run(script, image_folder, out, *VQKD_TINY, '--teacher', teacher)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'saved' in r.stdout and 'codes used' in r.stdout and 'cosine' in r.stdout
+    tok = load_tokenizer(out)
+    assert isinstance(tok, VQKDTokenizer) and not tok.training
+    assert (tok.input_size, tok.grid_size, tok.vocab_size, tok.codebook_dim, tok.teacher_dim) == (32, 4, 64, 32, 48)
+    assert tok.meta['teacher']['path'] == str(teacher) and tok.meta['teacher']['block'] == 1
+    assert tok.meta['n_train'] + tok.meta['n_valid'] == 42 and len(tok.meta['history']) == 1
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['type'] == 'VQKDTokenizer' and cfg['restart_after'] == 50
+    ids = tok.encode(torch.rand(2, 3, 32, 32))
+    assert ids.shape == (2, 4, 4) and ids.dtype == torch.long and int(ids.max()) < 64
+
+@pytest.mark.parametrize('case', ['missing', 'unreadable'])
+def test_vqkd_teacher_errors(script, image_folder, tmp_path, case):
+    "A missing or unreadable --teacher is one line naming it, before any training (no --teacher at all: chapter 01d)."
+    junk = tmp_path / 'junk.safetensors'; junk.write_bytes(b'not a checkpoint')
+    path = tmp_path / 'nope.safetensors' if case == 'missing' else junk
+    _one_clear_line(run(script, image_folder, tmp_path / 'out', *VQKD_TINY, '--teacher', path), path.name)
+    assert not (tmp_path / 'out').exists()
