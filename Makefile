@@ -54,13 +54,13 @@ test: install browser hf4 scipy113 check-export
 	if [ -f $(SCIPY113)/.ok ]; then export BEIT_NB_SCIPY113=$(abspath $(SCIPY113)); fi; $(BIN)/python tools/run_tests.py
 
 demo: install
-	$(BIN)/beit-demo --out runs/demo $(ARGS)
+	$(BIN)/beit-demo --run-dir runs/demo $(ARGS)
 
 # The small-scale reproduction of nbs/06c_experiments.ipynb (slow: hours on 2 CPU cores, see 06c's Results for the
 # measured time; not part of `make test`). `make experiments ARGS='--preset quick'` runs every stage in minutes.
 # Cached stage by stage in runs/experiments: rerunning resumes, and adds seeds or arms given in ARGS.
 experiments: install
-	$(BIN)/beit-experiments --preset paper --jobs 2 --out runs/experiments $(ARGS)
+	$(BIN)/beit-experiments --preset paper --jobs 2 --run-dir runs/experiments $(ARGS)
 
 # JupyterLab on nbs/, on this machine only (127.0.0.1; PORT busy → the next free one), no browser opened: open the
 # printed http://127.0.0.1:PORT/lab?token=... URL. The token is a fresh random one each start (Jupyter's default), so

@@ -7,7 +7,7 @@ Docs: https://beit-nb.github.io/beit_nb/app.html.md"""
 
 # %% ../nbs/09_app.ipynb #148a1049
 from __future__ import annotations
-import os, json, math, threading, tempfile, hashlib, warnings, html, importlib.util
+import os, json, math, threading, tempfile, hashlib, warnings
 from collections import OrderedDict
 from pathlib import Path
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')    # no phoning home from a local explorer
@@ -29,13 +29,11 @@ from .checkpoint import load_beit_checkpoint, read_checkpoint, to_timm
 from .mim import reconstruct
 from .attention import (get_attention, attention_modules, query_map, overlay, square_image, patch_grid,
                                model_input_size, model_mean_std, draw_patch_box, as_pil_image)
-from .seg_model import load_segmentor, predict_image, overlay_labels, palette
 
 # %% auto #0
-__all__ = ['HEAD_CHOICES', 'DEFAULT_MODEL', 'image_input', 'Explorer', 'official_stride', 'named_mean_std', 'seg_test_settings',
-           'open_segmentor', 'shares', 'Segmenter', 'example_images', 'build_app', 'serve', 'find_run_files',
-           'checkpoint_meta', 'open_tokenizer', 'checkpoint_normalisation', 'normalisation_text', 'open_model',
-           'beit_app']
+__all__ = ['HEAD_CHOICES', 'DEFAULT_MODEL', 'image_input', 'need_image', 'Explorer', 'example_images', 'quiet_handler',
+           'build_app', 'serve', 'find_run_files', 'checkpoint_meta', 'open_tokenizer', 'meta_value', 'named_mean_std',
+           'unit_scale', 'fmt_floats', 'checkpoint_normalisation', 'normalisation_text', 'open_model', 'beit_app']
 
 # %% ../nbs/09_app.ipynb #cd2394b8
 def _readable_upload_errors(preprocess):
@@ -54,7 +52,8 @@ def image_input(**kwargs) -> gr.Image:
     im.preprocess = _readable_upload_errors(im.preprocess)    # on the instance: a subclass would make Gradio write a .pyi stub
     return im
 
-def _need_image(image) -> Image.Image | np.ndarray:
+def need_image(image) -> Image.Image | np.ndarray:
+    "The image a view was given (PIL, an array, or a file path), or a readable `gr.Error` when there is none or it is not an image."
     if image is None: raise gr.Error('No image yet: upload one or pick an example.', title='No image')
     if isinstance(image, (str, Path)):
         try: return load_image(image)
@@ -128,7 +127,7 @@ def head_choices(self:Explorer) -> list[str]: return list(HEAD_CHOICES) + [str(h
 @patch
 def picture(self:Explorer, image) -> np.ndarray:
     "The square uint8 RGB crop the model sees, `[S,S,3]` (S = model input size)."
-    return square_image(_need_image(image), self.size)
+    return square_image(need_image(image), self.size)
 
 @patch
 def model_input(self:Explorer, rgb:np.ndarray) -> torch.Tensor:
@@ -182,7 +181,7 @@ def reconstruct(self:Explorer, image, mask_type='blockwise', mask_ratio=0.4, min
     rgb = self.picture(image)
     m = self.make_mask(mask_type, mask_ratio, min_block, seed)
     # the tokenizer's view of the same crop, Lanczos from the full image as in training (00_data's evaluation path)
-    tok_img = tokenizer_transform(self.tokenizer)(as_pil_image(_need_image(image)))[None].to(self.device)
+    tok_img = tokenizer_transform(self.tokenizer)(as_pil_image(need_image(image)))[None].to(self.device)
     with self.lock, torch.no_grad():
         r = reconstruct(self.model, self.tokenizer, self.model_input(rgb), tok_img, torch.from_numpy(m)[None].to(self.device))
     o, t, p = (_up(_to_uint8(r[k][0]), self.view) for k in ('original', 'tokenizer_recon', 'mim_recon'))
@@ -227,174 +226,6 @@ def attention(self:Explorer, image, x=None, y=None, layer=-1, head='mean'):
            + (f' · {cls:.0%} of the head-mean attention goes to the CLS token' if cls is not None else ''))
     return q, overlay(big, amap, query=(row, col)), txt
 
-# %% ../nbs/09_app.ipynb #9c43b669
-def _parsed(v):
-    "A metadata value as Python: safetensors metadata are strings (JSON lists, 'True', 'slide'); parsed values pass as they are."
-    if not isinstance(v, str): return v
-    if v in ('True', 'False', 'None'): return {'True': True, 'False': False, 'None': None}[v]
-    try: return json.loads(v)
-    except ValueError: return v
-
-def official_stride(crop) -> int:
-    "The sliding-window stride of the official ADE20K configs for a crop size: ⌊2·crop/3⌋ (512 → 341, 640 → 426)."
-    return 2 * int(crop if isinstance(crop, int) else crop[0]) // 3
-
-_MEAN_STD = {'imagenet': (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), '0.5': (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)}
-
-def named_mean_std(name) -> tuple[tuple, tuple]:
-    "`--mean-std NAME`: 'imagenet' (ImageNet's mean/std) or '0.5' (BEiT's 0.5/0.5, the official code's default)."
-    if str(name) not in _MEAN_STD: raise ValueError(f"--mean-std {name}: expected 'imagenet' or '0.5'")
-    return tuple(map(float, _MEAN_STD[str(name)][0])), tuple(map(float, _MEAN_STD[str(name)][1]))
-
-def _unit(v) -> tuple:
-    "A mean or std in [0, 1] units (mmseg's img_norm_cfg counts 0–255 pixels)."
-    v = [float(x) for x in _parsed(v)]
-    return tuple(x / 255 for x in v) if max(v) > 1 else tuple(v)
-
-def _fmt(v) -> str: return '(' + ', '.join(f'{x:.4g}' for x in v) + ')'
-
-# %% ../nbs/09_app.ipynb #51357611
-def seg_test_settings(meta:dict, num_classes:int, img_size:int|None=None, mean_std:str|None=None) -> dict:
-    "The test pipeline a segmentor's metadata records (mode, crop, stride, img_scale, scales, flip, mean/std, class names); what is missing is filled in and said in `notes`."
-    m, notes = {k: (lambda p: tuple(p) if isinstance(p, list) else p)(_parsed(v)) for k, v in (meta or {}).items()}, []
-    notes += [f'{k} {m.get(k)} from {v}' for k, v in (m.get('sources') or {}).items() if str(v).startswith('the official config')]   # a reader's fill-ins
-    def get(k, default, why):
-        if m.get(k) is None: notes.append(f'{k} not recorded: {why}'); return default
-        return m[k]
-    mode = get('test_mode', 'slide', "'slide', as the official configs")
-    crop = get('crop_size', img_size or 512, "the backbone's input size" if img_size else '512, as the official configs')
-    stride = get('stride', official_stride(crop), '⌊2·crop/3⌋, as the official configs (341 for 512)')
-    scale = get('img_scale', None, 'the image is segmented at its own size')
-    scales, flip = tuple(float(r) for r in (m.get('scales') or (1.0,))), bool(m.get('flip') or False)   # an *_ms config's ms + flip
-    if mean_std is not None: (mean, std), src = named_mean_std(mean_std), f'--mean-std {mean_std}'
-    elif m.get('mean') is not None and m.get('std') is not None: mean, std, src = _unit(m['mean']), _unit(m['std']), m.get('mean_std_source') or 'recorded by the segmentor'
-    else: (mean, std), src = named_mean_std('imagenet'), "not recorded by the segmentor: ImageNet's, as the official ADE20K configs' img_norm_cfg"
-    names = m.get('class_names') if isinstance(m.get('class_names'), (list, tuple)) else []
-    if m.get('reduce_zero_label') and len(names) == num_classes + 1: names = names[1:]   # ADE20K's list with 'other' first
-    names = [str(names[k]) if k < len(names) else f'class {k}' for k in range(num_classes)]
-    return dict(test_mode=mode, crop_size=crop, stride=stride, img_scale=scale, scales=scales, flip=flip, mean=mean, std=std, mean_std_source=src,
-                class_names=names, notes=notes)
-
-# %% ../nbs/09_app.ipynb #516e6f82
-def open_segmentor(path) -> tuple[nn.Module, dict]:
-    "`(model, meta)` of `--segmentor`: public segmentors through `seg_checkpoint.read_segmentor` where it exists, else ours (`load_segmentor`)."
-    p = Path(path)
-    if not p.exists(): raise FileNotFoundError(f'--segmentor {path}: no such file or folder')
-    try:
-        if importlib.util.find_spec('beit_nb.seg_checkpoint') is None: model, meta = load_segmentor(p)
-        else:
-            from beit_nb.seg_checkpoint import read_segmentor
-            model, meta, report = read_segmentor(p, verbose=False)   # its load report: in meta, printed by beit-app
-            meta = {**meta, 'load_report': str(report)}
-    except (FileNotFoundError, ValueError) as e:                     # one line that names the flag and the file
-        msg = str(e).replace('--checkpoint', '--segmentor')
-        raise type(e)(msg if '--segmentor' in msg else f'--segmentor {path}: {msg}') from None
-    return model.eval(), meta
-
-# %% ../nbs/09_app.ipynb #64ea1547
-def shares(counts, decimals:int=1) -> np.ndarray:
-    "Percentages of `counts`, rounded to `decimals` so that they sum to exactly 100 (largest remainders)."
-    c = np.asarray(counts, np.int64); unit = 10 ** decimals
-    if c.sum() <= 0: return np.zeros(len(c))
-    num = c * 100 * unit
-    out, rem = num // c.sum(), num % c.sum()
-    out[np.argsort(-rem, kind='stable')[:100 * unit - int(out.sum())]] += 1
-    return out / unit
-
-# %% ../nbs/09_app.ipynb #4d245c1f
-class Segmenter:
-    "The Segmentation tab as plain functions: labels by the segmentor's own test pipeline, their overlay and legend, the class under a pixel."
-    def __init__(self, model:nn.Module, meta:dict|None=None, mean_std:str|None=None, view_size:int=384):
-        self.model, self.meta, self.view = model.eval(), dict(meta or {}), int(view_size)
-        self.num_classes = int(model.num_classes)
-        pe = getattr(getattr(model, 'backbone', None), 'patch_embed', None)
-        self.settings = seg_test_settings(self.meta, self.num_classes, int(pe.img_size[0]) if pe is not None else None, mean_std)
-        self.names, self.colours = self.settings['class_names'], palette(self.num_classes)
-        self.lock, self._cache = threading.Lock(), OrderedDict()
-
-@patch
-def labels(self:Segmenter, image) -> tuple[Image.Image, np.ndarray]:
-    "The image in RGB and its class per pixel `[H, W]`, cached for the last eight images."
-    img = as_pil_image(_need_image(image))
-    key = hashlib.sha1(img.tobytes() + repr(img.size).encode()).hexdigest()
-    if key not in self._cache:
-        s = self.settings
-        try:
-            with self.lock:
-                lab = predict_image(self.model, img, s['test_mode'], s['crop_size'], s['stride'], s['mean'], s['std'], img_scale=s['img_scale'],
-                                    scales=s['scales'], flip=s['flip'])
-        except RuntimeError as e:                                  # e.g. fewer patches than the feature pyramid's pooling needs
-            raise gr.Error(f'The segmentor could not segment this {img.width}×{img.height} image ({str(e).splitlines()[0][:100]})'
-                           + ('; its checkpoint records no img_scale to resize it to.' if not s['img_scale'] else '.')) from None
-        self._cache[key] = np.asarray(lab).astype(np.int64)
-        while len(self._cache) > 8: self._cache.popitem(last=False)
-    self._cache.move_to_end(key)
-    return img, self._cache[key]
-
-# %% ../nbs/09_app.ipynb #a8ecbc11
-@patch
-def legend(self:Segmenter, labels:np.ndarray) -> list[dict]:
-    "The classes present in `labels`, largest first: `cls`, `name`, `pixels` and `share` (% of the image; the shares sum to 100)."
-    counts = np.bincount(np.asarray(labels).ravel(), minlength=self.num_classes)
-    ks = [int(k) for k in np.argsort(-counts, kind='stable') if counts[k]]
-    return [dict(cls=k, name=self.names[k], pixels=int(counts[k]), share=float(p)) for k, p in zip(ks, shares(counts[ks]))]
-
-def _legend_html(rows:list[dict], colours:np.ndarray) -> str:
-    tr = ''.join(f'<tr data-class="{r["cls"]}"><td><span class="seg-swatch" style="background: rgb{tuple(int(c) for c in colours[r["cls"]])}">'
-                 f'</span></td><td class="seg-name">{html.escape(r["name"])}</td><td class="seg-share">{r["share"]:.1f}%</td>'
-                 f'<td class="seg-pixels">{r["pixels"]}</td></tr>' for r in rows)
-    return (f'<table class="seg-legend"><thead><tr><th></th><th>class</th><th>area</th><th>pixels</th></tr></thead>'
-            f'<tbody>{tr}</tbody></table>')
-
-@patch
-def describe(self:Segmenter, size, n_present:int) -> str:
-    "What the tab ran: the classes found and the test pipeline with its normalisation (and what the checkpoint left out)."
-    s, (W, H) = self.settings, size
-    c, st = (f'{v}' if isinstance(v, int) else '×'.join(map(str, v)) for v in (s['crop_size'], s['stride']))
-    scale = f"resized (keep ratio) to img_scale {'×'.join(map(str, s['img_scale']))}" if s['img_scale'] else 'at its own size'
-    run = f'sliding windows of {c} px every {st} px' if s['test_mode'] == 'slide' else 'the whole image at once'
-    if s['scales'] != (1.0,) or s['flip']:
-        run += (f" at ratios {', '.join(f'{r:g}' for r in s['scales'])}" if s['scales'] != (1.0,) else '') + (' + flip' if s['flip'] else '')
-    return (f'**{n_present} of {self.num_classes} classes** in this {W}×{H} image. Official test pipeline: the image {scale}, {run}, logits '
-            f"resized back; inputs normalised with mean {_fmt(s['mean'])}, std {_fmt(s['std'])} ({s['mean_std_source']})."
-            + (' ' + '; '.join(s['notes']) + '.' if s['notes'] else ''))
-
-# %% ../nbs/09_app.ipynb #a486537b
-def _class_label(names, k:int) -> str: return names[k] if names[k] == f'class {k}' else f'{names[k]} (class {k})'
-
-@patch
-def segment(self:Segmenter, image, alpha:float=0.5):
-    "Segmentation tab: `(image with its predicted classes blended in, legend (HTML), description)`."
-    a = 0.5 if alpha is None else float(alpha)
-    if not 0 <= a <= 1: raise gr.Error(f'alpha: expected a number in [0, 1], got {alpha!r}')
-    img, lab = self.labels(image)
-    rows = self.legend(lab)
-    return np.asarray(overlay_labels(img, lab, a, self.num_classes)), _legend_html(rows, self.colours), self.describe(img.size, len(rows))
-
-@patch
-def pixel(self:Segmenter, image, x, y) -> str:
-    "The class under pixel `(x, y)` of the image (its own pixel coordinates), and that class's share of the image."
-    img, lab = self.labels(image)
-    (H, W), (x, y) = lab.shape, (None if v is None else float(v) for v in (x, y))
-    if x is None or y is None or not (0 <= x < W and 0 <= y < H):
-        raise gr.Error(f'(x, y) = ({x}, {y}): expected a pixel inside the {W}×{H} image')
-    x, y = int(x), int(y)
-    k = int(lab[y, x]); share = next(r['share'] for r in self.legend(lab) if r['cls'] == k)
-    return f'Pixel (x {x}, y {y}): **{_class_label(self.names, k)}**, {share:.1f}% of the image'
-
-# %% ../nbs/09_app.ipynb #96bcc382
-@patch
-def zoom(self:Segmenter, size) -> int:
-    "Screen pixels per image pixel in the tab for an image of `size` (W, H): small images enlarged to about `view_size`, others 1."
-    return max(1, self.view // max(size))
-
-@patch
-def shown(self:Segmenter, image, alpha:float=0.5):
-    "What the tab shows: `segment` with the overlay enlarged `zoom` times."
-    over, legend, txt = self.segment(image, alpha)
-    z = self.zoom(over.shape[1::-1])
-    return (over.repeat(z, 0).repeat(z, 1) if z > 1 else over), legend, txt
-
 # %% ../nbs/09_app.ipynb #7c6746c3
 def example_images(folder=None, n_scenes:int=4, photo_size:int=256) -> list[tuple[str, str]]:
     "Bundled examples written once as PNGs: scikit-image's sample photos and a few synthetic scenes. `[(label, path)]`."
@@ -412,64 +243,19 @@ def example_images(folder=None, n_scenes:int=4, photo_size:int=256) -> list[tupl
     return [(label, str(p)) for label, _, p in out]
 
 # %% ../nbs/09_app.ipynb #903d4e49
-_CSS = ('#attn_query img, #attn_map img, #mask_image img, #seg_image img {image-rendering: pixelated;} '
-        '#attn_query, #seg_image {cursor: crosshair;} '
-        '.seg-legend td, .seg-legend th {padding: 2px 8px;} .seg-legend .seg-share, .seg-legend .seg-pixels {text-align: right;} '
-        '.seg-swatch {display: inline-block; width: 1em; height: 1em; border-radius: 2px; vertical-align: middle;}')
+_CSS = '#attn_query img, #attn_map img, #mask_image img {image-rendering: pixelated;} #attn_query {cursor: crosshair;} '
 
-def _quiet(fn, n_out):
-    "UI handler: nothing to show (no error toast) while the image is empty."
+def quiet_handler(fn, n_out:int):
+    "`fn` as a UI handler of `n_out` outputs: nothing to show (no error toast) while the image is empty."
     def f(image, *args):
         if image is None: return (None,) * (n_out - 1) + ('',)
         return fn(image, *args)
     return f
 
-# %% ../nbs/09_app.ipynb #d339214a
-def _segmentation_tab(view_size:int) -> dict:
-    "The Segmentation tab's components (called inside `gr.Tabs`)."
-    with gr.Tab('Segmentation', id='segmentation') as tab:
-        gr.Markdown('The whole image at its own size (not the square crop of the other tabs), segmented by the official test '
-                    'pipeline with the segmentor\'s own settings. Click a pixel to name its class.')
-        with gr.Row():
-            alpha = gr.Slider(0, 1, value=0.5, step=0.05, label='label opacity')
-            px = gr.Number(label='pixel x', value=None, precision=0, minimum=0)
-            py = gr.Number(label='pixel y', value=None, precision=0, minimum=0)
-        with gr.Row():
-            img = gr.Image(label='predicted classes (click a pixel)', interactive=False, elem_id='seg_image', format='png',
-                           height=view_size, scale=2)
-            with gr.Column(scale=1, min_width=260):
-                pix = gr.Markdown(elem_id='seg_pixel')
-                legend = gr.HTML(elem_id='seg_legend')
-        info = gr.Markdown(elem_id='seg_info')
-    return dict(tab=tab, alpha=alpha, x=px, y=py, out=[img, legend, info], pixel=pix)
-
-# %% ../nbs/09_app.ipynb #9d9fb922
-def _wire_segmentation(sg:Segmenter, image, ui:dict, other_tabs):
-    "The tab's named endpoints (/segment, /segment_pixel) and its UI events (computed while the tab is shown)."
-    with gr.Row(visible=False): b_seg, b_pix = gr.Button('segment'), gr.Button('segment_pixel')
-    seg_in, out, pin = [image, ui['alpha']], ui['out'], [image, ui['x'], ui['y']]
-    b_seg.click(sg.segment, seg_in, out, api_name='segment', api_description='The image with its predicted classes, the legend '
-                '(HTML: class, area, pixels) and the pipeline run: (image, alpha).')
-    b_pix.click(sg.pixel, pin, ui['pixel'], api_name='segment_pixel', api_description='The class under pixel (x, y) of the image.')
-    tab_open = gr.State(False)
-    for t in other_tabs: t.select(lambda: False, None, tab_open, api_visibility='private')
-    ui['tab'].select(lambda: True, None, tab_open, api_visibility='private').then(_quiet(sg.shown, 3), seg_in, out, api_visibility='private')
-    def refresh(image, alpha, on): return sg.shown(image, alpha) if on and image is not None else (None, '', '')
-    image.change(refresh, seg_in + [tab_open], out, api_visibility='private').then(lambda: '', None, ui['pixel'], api_visibility='private')
-    ui['alpha'].release(_quiet(sg.shown, 3), seg_in, out, api_visibility='private')
-    def on_click(image, evt:gr.SelectData):
-        if image is None: return None, None, ''
-        z = sg.zoom(sg.labels(image)[0].size)                      # the tab's pixels → the image's
-        x, y = evt.index[0] // z, evt.index[1] // z
-        return x, y, sg.pixel(image, x, y)
-    out[0].select(on_click, [image], [ui['x'], ui['y'], ui['pixel']], api_visibility='private')
-    def typed(image, x, y): return '' if image is None else sg.pixel(image, x, y)
-    gr.on([ui['x'].submit, ui['y'].submit], typed, pin, ui['pixel'], api_visibility='private')
-
 # %% ../nbs/09_app.ipynb #02d66f69
 def build_app(model:nn.Module, tokenizer:nn.Module|None=None, examples=None, view_size:int=384, title:str='BEiT explorer',
-              description:str='', segmenter:Segmenter|None=None) -> gr.Blocks:
-    "The Gradio explorer: Masks, Token reconstructions, Attention (and with `segmenter` Segmentation) tabs over one image, each also a named API endpoint."
+              description:str='', segmenter=None) -> gr.Blocks:
+    "The Gradio explorer: Masks, Token reconstructions, Attention (and a `segmenter`'s tab: 09a's `Segmenter`) over one image, each also a named API endpoint."
     ex = Explorer(model, tokenizer, view_size)
     examples = example_images() if examples is None else examples
     gh, gw = ex.grid
@@ -512,7 +298,7 @@ def build_app(model:nn.Module, tokenizer:nn.Module|None=None, examples=None, vie
                             attn_query = gr.Image(label='click a patch', interactive=False, elem_id='attn_query', format='png')
                             attn_map = gr.Image(label='its attention', interactive=False, elem_id='attn_map', format='png')
                         attn_txt = gr.Markdown(elem_id='attn_info')
-                    seg_ui = _segmentation_tab(view_size) if segmenter is not None else None
+                    seg_ui = segmenter.tab(view_size) if segmenter is not None else None
         # named endpoints for gradio_client (the hidden buttons are never shown; their click events are the API)
         with gr.Row(visible=False):
             b_mask, b_rec, b_attn = gr.Button('mask'), gr.Button('reconstruct'), gr.Button('attention')
@@ -527,21 +313,21 @@ def build_app(model:nn.Module, tokenizer:nn.Module|None=None, examples=None, vie
                                      "and a head ('mean', 'rollout' or a head index).")
         # the UI: every control redraws what depends on it
         mask_ev = gr.on([image.change, mask_type.change, ratio.release, min_block.release, seed.release],
-                        _quiet(ex.mask, 2), mask_in, mask_out, api_visibility='private')
+                        quiet_handler(ex.mask, 2), mask_in, mask_out, api_visibility='private')
         if ex.why_no_reconstruction is None:
-            mask_ev.then(_quiet(ex.reconstruct, 4), mask_in, rec_out, api_visibility='private')
+            mask_ev.then(quiet_handler(ex.reconstruct, 4), mask_in, rec_out, api_visibility='private')
         else:
             demo.load(lambda: (None, None, None, f'Token reconstructions are not available: {ex.why_no_reconstruction}.'),
                       None, rec_out, api_visibility='private')
-        gr.on([image.change, layer.release, head.change], _quiet(ex.attention, 3), [image, qx, qy, layer, head], attn_out,
+        gr.on([image.change, layer.release, head.change], quiet_handler(ex.attention, 3), [image, qx, qy, layer, head], attn_out,
               api_visibility='private')
         def on_click(image, layer, head, evt:gr.SelectData):
             x, y = evt.index[0], evt.index[1]
-            return (x, y) + tuple(_quiet(ex.attention, 3)(image, x, y, layer, head))
+            return (x, y) + tuple(quiet_handler(ex.attention, 3)(image, x, y, layer, head))
         for im in (attn_query, attn_map):
             im.select(on_click, [image, layer, head], [qx, qy] + attn_out, api_visibility='private')
-        gr.on([qx.submit, qy.submit], _quiet(ex.attention, 3), [image, qx, qy, layer, head], attn_out, api_visibility='private')
-        if seg_ui is not None: _wire_segmentation(segmenter, image, seg_ui, [t_masks, t_rec, t_attn])
+        gr.on([qx.submit, qy.submit], quiet_handler(ex.attention, 3), [image, qx, qy, layer, head], attn_out, api_visibility='private')
+        if seg_ui is not None: segmenter.wire(image, seg_ui, [t_masks, t_rec, t_attn])
     demo.explorer, demo.segmenter = ex, segmenter
     return demo
 
@@ -549,7 +335,7 @@ def build_app(model:nn.Module, tokenizer:nn.Module|None=None, examples=None, vie
 def serve(demo:gr.Blocks, host:str='127.0.0.1', port:int|None=7860, share:bool=False, prevent_thread_lock:bool=False, quiet:bool=False):
     "Launch `demo` locally (127.0.0.1 unless told otherwise, no public link unless `share`); returns the local URL."
     demo.queue(default_concurrency_limit=2)
-    _, url, _ = demo.launch(server_name=host, server_port=port or None, share=share, css=_CSS, max_file_size='25mb',
+    _, url, _ = demo.launch(server_name=host, server_port=port or None, share=share, css=_CSS + getattr(demo.segmenter, 'css', ''), max_file_size='25mb',
                             show_error=True, prevent_thread_lock=prevent_thread_lock, quiet=quiet, footer_links=['api'])
     return url
 
@@ -589,6 +375,28 @@ def open_tokenizer(path, trust_pickle:bool=False):
         return DalleTokenizer.from_files(p / 'encoder.pkl', p / 'decoder.pkl', trust_pickle=trust_pickle)
     return load_tokenizer(p)
 
+# %% ../nbs/09_app.ipynb #4c4fbd8e
+def meta_value(v):
+    "A metadata value as Python: safetensors metadata are strings (JSON lists, 'True', 'slide'); parsed values pass as they are."
+    if not isinstance(v, str): return v
+    if v in ('True', 'False', 'None'): return {'True': True, 'False': False, 'None': None}[v]
+    try: return json.loads(v)
+    except ValueError: return v
+
+_MEAN_STD = {'imagenet': (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD), '0.5': (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)}
+
+def named_mean_std(name) -> tuple[tuple, tuple]:
+    "`--mean-std NAME`: 'imagenet' (ImageNet's mean/std) or '0.5' (BEiT's 0.5/0.5, the official code's default)."
+    if str(name) not in _MEAN_STD: raise ValueError(f"--mean-std {name}: expected 'imagenet' or '0.5'")
+    return tuple(map(float, _MEAN_STD[str(name)][0])), tuple(map(float, _MEAN_STD[str(name)][1]))
+
+def unit_scale(v) -> tuple:
+    "A recorded mean or std in [0, 1] units (mmseg's img_norm_cfg counts 0–255 pixels: a value above 1 is read as those)."
+    v = [float(x) for x in meta_value(v)]
+    return tuple(x / 255 for x in v) if max(v) > 1 else tuple(v)
+
+def fmt_floats(v) -> str: return '(' + ', '.join(f'{x:.4g}' for x in v) + ')'
+
 # %% ../nbs/09_app.ipynb #b35d0ec1
 def checkpoint_normalisation(info:dict, meta:dict, model:nn.Module, mean_std:str|None=None) -> tuple[tuple, tuple, str]:
     "`(mean, std, why)` of the app's inputs: `--mean-std`, else what the checkpoint records, else the architecture's timm `pretrained_cfg`."
@@ -597,7 +405,7 @@ def checkpoint_normalisation(info:dict, meta:dict, model:nn.Module, mean_std:str
         (mean, std), src = info['mean_std'], info.get('mean_std_source') or 'the checkpoint'
         return tuple(map(float, mean)), tuple(map(float, std)), f'recorded by the checkpoint: {src}'
     if meta.get('mean') is not None and meta.get('std') is not None:
-        return _unit(meta['mean']), _unit(meta['std']), 'recorded by the checkpoint: metadata'
+        return unit_scale(meta['mean']), unit_scale(meta['std']), 'recorded by the checkpoint: metadata'
     mean, std = (tuple(map(float, v)) for v in model_mean_std(model))
     arch = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
     half = ", BEiT's 0.5/0.5, the official default" if np.allclose([mean, std], 0.5) else ''
@@ -607,7 +415,7 @@ def normalisation_text(model:nn.Module) -> str:
     "The sentence the app shows about the model's input normalisation."
     cfg = getattr(model, 'pretrained_cfg', None) or {}
     mean, std = model_mean_std(model)
-    return f"inputs normalised with mean {_fmt(mean)}, std {_fmt(std)} ({cfg.get('mean_std_source') or 'timm pretrained_cfg'})"
+    return f"inputs normalised with mean {fmt_floats(mean)}, std {fmt_floats(std)} ({cfg.get('mean_std_source') or 'timm pretrained_cfg'})"
 
 # %% ../nbs/09_app.ipynb #0ed015c8
 def open_model(checkpoint, model_name:str|None=None, mean_std:str|None=None, **kwargs) -> nn.Module:
@@ -643,6 +451,7 @@ def _open_all(checkpoint, tokenizer, model_name, segmentor, mean_std, device, tr
         tok = open_tokenizer(tokenizer, trust_pickle=trust_pickle).to(device) if tokenizer is not None else None
         m = open_model(checkpoint, model_name, mean_std=mean_std).to(device)
         if segmentor is None: return m, tok, None
+        from beit_nb.app_segmentation import open_segmentor, Segmenter   # 09a sits on this module: loaded only for --segmentor
         seg_model, seg_meta = open_segmentor(segmentor)
         if seg_meta.get('load_report'): print(seg_meta['load_report'], flush=True)   # what a reader loaded, as beit-segment prints it
         return m, tok, Segmenter(seg_model.to(device), seg_meta, mean_std=mean_std, view_size=view_size)
@@ -656,8 +465,8 @@ def _app_description(m, checkpoint, model_name, tok, tokenizer, sg, segmentor) -
             + f'; {normalisation_text(m)}')
     if sg is not None:
         s = sg.settings
-        desc += (f"\n\nSegmentor `{segmentor}` ({sg.num_classes} classes): inputs normalised with mean {_fmt(s['mean'])}, "
-                 f"std {_fmt(s['std'])} ({s['mean_std_source']})")
+        desc += (f"\n\nSegmentor `{segmentor}` ({sg.num_classes} classes): inputs normalised with mean {fmt_floats(s['mean'])}, "
+                 f"std {fmt_floats(s['std'])} ({s['mean_std_source']})")
     return desc
 
 # %% ../nbs/09_app.ipynb #f90e6357

@@ -214,14 +214,16 @@ def _folder_mean_std(d:Path) -> dict:
     return {}
 
 def _file_mean_std(obj, meta:dict) -> dict:
-    "The normalisation our safetensors metadata (`mean`, `std`: JSON lists) or an official `.pth`'s `args` record."
+    "The normalisation our safetensors metadata (`mean`, `std`: JSON lists), a run's `checkpoint-N.pt` (its `config`) or an official `.pth`'s `args` record."
     if 'mean' in meta and 'std' in meta: return _mean_std(json.loads(meta['mean']), json.loads(meta['std']), 'metadata')
-    args = obj.get('args') if isinstance(obj, Mapping) else None
-    if isinstance(args, argparse.Namespace) and hasattr(args, 'imagenet_default_mean_and_std'):
-        imnet = bool(args.imagenet_default_mean_and_std)         # the official datasets.py: ImageNet's, else timm's INCEPTION 0.5/0.5
-        return _mean_std(IMAGENET_DEFAULT_MEAN if imnet else IMAGENET_INCEPTION_MEAN, IMAGENET_DEFAULT_STD if imnet else IMAGENET_INCEPTION_STD,
-                         f'args.imagenet_default_mean_and_std={imnet}')
-    return {}
+    ck = obj if isinstance(obj, Mapping) else {}
+    args, cfg = ck.get('args'), ck.get('config')
+    if isinstance(args, argparse.Namespace) and hasattr(args, 'imagenet_default_mean_and_std'):   # the official datasets.py's switch
+        imnet, src = bool(args.imagenet_default_mean_and_std), f'args.imagenet_default_mean_and_std={bool(args.imagenet_default_mean_and_std)}'
+    elif isinstance(cfg, Mapping) and isinstance(cfg.get('imagenet_mean_std'), bool):            # Checkpointer's config=asdict(cfg)
+        imnet, src = cfg['imagenet_mean_std'], f"the run checkpoint's config: imagenet_mean_std={cfg['imagenet_mean_std']}"
+    else: return {}                                             # (a run's None: resolved at its start, not recorded here)
+    return _mean_std(IMAGENET_DEFAULT_MEAN if imnet else IMAGENET_INCEPTION_MEAN, IMAGENET_DEFAULT_STD if imnet else IMAGENET_INCEPTION_STD, src)
 
 # %% ../nbs/03b_checkpoints.ipynb #af7b8d08
 def read_checkpoint(src) -> tuple[dict, dict]:

@@ -7,7 +7,7 @@ Docs: https://beit-nb.github.io/beit_nb/demo.html.md"""
 
 # %% ../nbs/11_demo.ipynb #f7c9c7cd
 from __future__ import annotations
-import csv, importlib.util, json, os, shutil, sys, time
+import csv, importlib.util, json, sys, time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -176,7 +176,7 @@ def _run_demo(out:Path, epochs, n_train, n_val, seed, app, progress, log) -> dic
 # %% ../nbs/11_demo.ipynb #2e6a684e
 @call_parse
 def beit_demo(
-    out:str='runs/demo',  # run folder: data, tokenizer, checkpoints, logs, figures
+    run_dir:str='runs/demo',  # run folder: data, tokenizer, checkpoints, logs, figures
     epochs:int=15,        # pretraining epochs
     n_train:int=1200,     # training scenes
     n_val:int=200,        # held-out scenes for the evaluation
@@ -185,5 +185,5 @@ def beit_demo(
     threads:int=None,     # cap on the CPU threads (default: all that torch sees, i.e. OMP_NUM_THREADS or the cores)
 ):
     "The main job: BEiT's whole pipeline on the bundled demo data, on CPU, in a few minutes."
-    try: run_demo(out, epochs=epochs, n_train=n_train, n_val=n_val, seed=seed, app=app, threads=threads)
+    try: run_demo(run_dir, epochs=epochs, n_train=n_train, n_val=n_val, seed=seed, app=app, threads=threads)
     except (ValueError, FileNotFoundError, FileExistsError) as e: sys.exit(f'beit-demo: {e}')

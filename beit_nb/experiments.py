@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv, itertools, json, math, shutil, time
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
-from typing import ClassVar
 import numpy as np
 import torch
 from PIL import Image
@@ -47,10 +46,11 @@ SEARCH = dict(lr=(2.5e-4, 1e-3), layer_decay=(0.75, 1.0))   # the fine-tuning gr
 SEG_SEARCH = dict(lr=(2.5e-4, 1e-3), layer_decay=(0.75, 1.0))   # the segmentation grid (07b's demo recipe: 5e-4, 0.75, between its points)
 
 # %% ../nbs/06c_experiments.ipynb #541209e7
+from .training import Presets      # `presets` and `from_preset`, as every recipe's config has them
+
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(Presets):
     "Every number of the small-scale reproduction (`presets`: 'paper', the run reported in 06c; 'quick', every stage in minutes)."
-    presets: ClassVar[dict] = {}
     pool: int = 20000                     # unlabelled scenes for pretraining
     labelled: int = 1200                  # labelled training scenes
     val: int = 600                        # validation scenes: every choice is made on them
@@ -91,11 +91,6 @@ class ExperimentConfig:
         for f, kind in (('search', FinetuneConfig), ('seg_search', SegConfig)):
             g = getattr(self, f); bad = [k for k in g if k not in kind.__dataclass_fields__]
             if bad or not all(g.values()): raise ValueError(f'{f} {bad or g}: expected {kind.__name__} fields with values')
-
-    @classmethod
-    def from_preset(cls, name:str, **kw):
-        if name not in cls.presets: raise ValueError(f'--preset {name}: unknown; available: {", ".join(cls.presets)}')
-        return cls(**{**cls.presets[name], **kw})
 
 ExperimentConfig.presets = {
     'paper': {},    # the defaults: the run 06c reports
@@ -469,11 +464,11 @@ def segmentation_stage(cfg:ExperimentConfig, root, jobs:int=1, log=print) -> dic
                 comparisons=[comparison(tests, None, a, b) for a, b in _pairs(pre, ref)])
 
 def run_experiments(cfg:ExperimentConfig,
-                    out:str='runs/experiments',   # run folder (cached stage by stage: rerun to resume, or to add seeds or arms)
+                    run_dir:str='runs/experiments',   # run folder (cached stage by stage: rerun to resume, or to add seeds or arms)
                     jobs:int=1,                   # stages run side by side, in processes of cores // jobs torch threads each
                     log=print) -> dict:
     "The whole reproduction: data, pretraining, the search on validation, final seeds, the test split once, reference, probes, segmentation."
-    out, t0, times = Path(out), time.time(), {}
+    out, t0, times = Path(run_dir), time.time(), {}
     def stage(name, t): times[name] = round(time.time() - t, 1); log(f'{name}: {times[name]:.0f} s'); return time.time()
     experiment_data(out, cfg); t = stage('data', t0)
     pre_arms = [a for a in cfg.arms if VARIANTS[a] is not None]

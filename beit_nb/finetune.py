@@ -8,23 +8,24 @@ Docs: https://beit-nb.github.io/beit_nb/finetune.html.md"""
 
 # %% ../nbs/06a_finetune.ipynb #b802d2c7
 from __future__ import annotations
-import json, sys
+import json
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from timm.data import Mixup, create_transform
 from timm.utils import ModelEmaV3
 from fastai.learner import Learner
 from fastai.callback.core import Callback, TrainEvalCallback
 from fastcore.basics import noop
-from .data import ImageFolderDataset, class_folders, eval_transform, check_crop_scale, eval_mode
-from .classifier import AnySizeBeit, beit_classifier, group_keys
-from .training import TrainConfig, SeededSamples, make_accelerator, mix_seed
+from .data import eval_transform, check_crop_scale, eval_mode
+from .classifier import beit_classifier, group_keys
+from .training import TrainConfig, SeededSamples, mix_seed
 from .run_files import Checkpointer
-from .recipe import (Run, check_inputs, depth_override, start_run, demo_data, resumable_learner, train_and_save, recipe_command,
-                            shard, reduce_sum, Evaluator, input_normalisation, default_workers)
+from .recipe import (check_inputs, depth_override, start_run, demo_data, resumable_learner, train_and_save, recipe_command,
+                            reduce_sum, Evaluator, input_normalisation, eval_loader, evaluate_only)
 
 # %% auto #0
 __all__ = ['beit_finetune', 'FinetuneConfig', 'finetune_transform', 'OnImage', 'make_mixup', 'FinetuneLoss', 'MixupCallback',
@@ -149,6 +150,8 @@ class MixupCallback(Callback):
         self.learn.xb, self.learn.yb = (x,), (y,)
 
 # %% ../nbs/06a_finetune.ipynb #335a9dad
+from .shards import open_images, image_classes
+
 def _check_folders(cfg:FinetuneConfig, data) -> bool:
     "Whether `data` has a val/ folder; an error without train/, or without val/ unless `eval_every` is 0 (official --disable_eval_during_finetuning)."
     root = Path(data)
@@ -161,8 +164,8 @@ def _check_folders(cfg:FinetuneConfig, data) -> bool:
 def finetune_datasets(cfg:FinetuneConfig, data, mean_std=None) -> tuple:
     "The training folder, its seeded augmented samples, and the validation set (resized and centre-cropped; None without val/ at `eval_every=0`)."
     root, has_val = Path(data), _check_folders(cfg, data)
-    train = ImageFolderDataset(root/'train')
-    val = ImageFolderDataset(root/'val', transform=finetune_transform(cfg, False, mean_std), classes=train.classes) if has_val else None
+    train = open_images(root/'train', labelled=True)       # an image folder, or a shard folder (beit-write-shards, 00c)
+    val = open_images(root/'val', True, train.classes, finetune_transform(cfg, False, mean_std)) if has_val else None
     return train, SeededSamples(train, OnImage(finetune_transform(cfg, True, mean_std)), cfg.seed), val
 
 def arch_overrides(cfg:FinetuneConfig) -> dict:
@@ -172,7 +175,7 @@ def arch_overrides(cfg:FinetuneConfig) -> dict:
 
 # %% ../nbs/06a_finetune.ipynb #b1f70590
 def finetune_learner(cfg:FinetuneConfig,
-                     data:str|None=None,           # image folder with train/<class>/* and val/<class>/* (ImageNet layout)
+                     data:str|None=None,           # folder with train/<class>/* and val/<class>/* (ImageNet layout); each may be a shard folder (beit-write-shards)
                      checkpoint:str|None=None,     # BEiT checkpoint to start from (ours, official, timm, HF 4.x/5.x; file or HF folder); none: random init
                      run_dir:str='runs/finetune',  # run folder: checkpoints, logs, config, val.csv, final weights, metrics.json
                      resume:str|None=None,         # auto (the newest good checkpoint in --run-dir) or a checkpoint path
@@ -185,7 +188,7 @@ def finetune_learner(cfg:FinetuneConfig,
     run = start_run(cfg, run_dir, resume, 'beit-finetune')
     if data is None: data = demo_data(run, cfg.n_demo)
     _check_folders(cfg, data)
-    classes = class_folders(Path(data)/'train')
+    classes = image_classes(Path(data)/'train')
     num_classes = cfg.num_classes or len(classes)
     if num_classes < len(classes): raise ValueError(f'num_classes={num_classes}: {data}/train has {len(classes)} class folders')
     model, report = beit_classifier(checkpoint, cfg.model_name, num_classes=num_classes, input_size=cfg.input_size, use_cls=cfg.use_cls,
@@ -210,10 +213,9 @@ def finetune_learner(cfg:FinetuneConfig,
 
 # %% ../nbs/06a_finetune.ipynb #af2ccf28
 @torch.no_grad()
-def evaluate_classifier(model:nn.Module, ds, k:int=5, batch_size:int=64, num_workers:int=0, accel=None) -> dict:
-    "Cross-entropy, top-1 and top-k (k capped at the classes) of `model` on the dataset `ds`; with `accel`, each process scores its shard."
-    dev, idx = next(model.parameters()).device, shard(len(ds), accel)
-    dl = DataLoader(Subset(ds, idx), batch_size=batch_size, shuffle=False, num_workers=num_workers if len(idx) else 0)
+def evaluate_classifier(model:nn.Module, dl, k:int=5, accel=None) -> dict:
+    "Cross-entropy, top-1 and top-k (k capped at the classes) of `model` on the batches of `dl` (this process's shard: `eval_loader`), summed over the processes."
+    dev = next(model.parameters()).device
     sums = torch.zeros(4, dtype=torch.float64, device=dev)   # loss × n, top-1 hits, top-k hits, n: on the device, no sync per batch
     with eval_mode(model):
         for x, y in dl:
@@ -225,9 +227,8 @@ def evaluate_classifier(model:nn.Module, ds, k:int=5, batch_size:int=64, num_wor
     return dict(loss=loss / n, top1=c1 / n, top5=ck / n, top5_k=min(k, model.num_classes), n_val=int(n))
 
 def classification_evaluator(val, cfg:FinetuneConfig, accel=None, k:int=5) -> Evaluator:
-    "The recipe's validation: `evaluate_classifier` on `val`, split across the processes; the running best is top-1."
-    nw = cfg.num_workers if cfg.num_workers is not None else default_workers()
-    return Evaluator(lambda m: evaluate_classifier(m, val, k, cfg.batch_size, nw, accel), ('top1', 'top5', 'loss'),
+    "The recipe's validation: `evaluate_classifier` on this process's shard of `val`, through one loader for the whole run; the running best is top-1."
+    return Evaluator(partial(evaluate_classifier, dl=eval_loader(val, cfg, accel), k=k, accel=accel), ('top1', 'top5', 'loss'),
                      lambda m: f'top-1 {m["top1"]:.2%}  top-{m["top5_k"]} {m["top5"]:.2%}  loss {m["loss"]:.4f}  ({m["n_val"]} images)')
 
 # %% ../nbs/06a_finetune.ipynb #88eafaa6
@@ -273,28 +274,21 @@ def add_model_ema(learn:Learner, cfg:FinetuneConfig, ck:dict|None=None, log=prin
 # %% ../nbs/06a_finetune.ipynb #6998d717
 def evaluate_finetuned(cfg:FinetuneConfig, checkpoint, data=None, run_dir='runs/finetune', verbose:bool=True) -> dict:
     "The official `--eval`: the fine-tuned classifier `checkpoint` scored on `data`/val, split across processes; `eval.json` in `run_dir` (rank 0)."
-    if checkpoint is None: raise ValueError('--eval-only needs --checkpoint (a fine-tuned classifier)')
-    if not isinstance(checkpoint, dict) and not Path(checkpoint).exists(): raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
-    check_inputs(cfg, data, data_kind='FOLDER (with a val/<class>/ image folder)')
-    run = Run(cfg, make_accelerator(cfg), Path(run_dir), 'beit-finetune'); log = run.log   # a run folder with checkpoints is fine here
-    if data is None: data = demo_data(run, cfg.n_demo)
-    root = Path(data)
-    if not (root/'val').is_dir(): raise FileNotFoundError(f'--data {data}: no val/ folder (expected DATA/val/<class>/<image>)')
-    classes = class_folders(root/'train') if (root/'train').is_dir() else None     # the fine-tune's label order
-    val = ImageFolderDataset(root/'val', classes=classes)                        # the transform once the checkpoint is read
-    num_classes = cfg.num_classes or len(val.classes)
-    model, rep = beit_classifier(checkpoint, cfg.model_name, num_classes=num_classes, input_size=cfg.input_size, use_cls=cfg.use_cls,
-                                 drop_path=0., verbose=False, **arch_overrides(cfg), **depth_override(cfg))
-    if rep.initialised:
-        raise ValueError(f'--eval-only: {rep.source} is not a fine-tuned classifier for {num_classes} classes '
-                         f'({group_keys(rep.initialised)} would start random); fine-tune it first, or set --num-classes')
-    if verbose: log(rep)
-    val.transform = finetune_transform(cfg, False, input_normalisation(cfg.imagenet_mean_std, rep, 'half', log))
-    m = dict(classification_evaluator(val, cfg, run.accel, min(5, num_classes))(model.to(run.accel.device)), checkpoint=rep.source, data=str(data))
-    log(f'evaluation: top-1 {m["top1"]:.2%}  top-{m["top5_k"]} {m["top5"]:.2%}  loss {m["loss"]:.4f}  ({m["n_val"]} images)')
-    if run.accel.is_main_process:
-        Path(run_dir).mkdir(parents=True, exist_ok=True); (Path(run_dir)/'eval.json').write_text(json.dumps(m, indent=1))
-    return m
+    def prepare(run, root):
+        if not (root/'val').is_dir(): raise FileNotFoundError(f'--data {root}: no val/ folder (expected DATA/val/<class>/<image>)')
+        classes = image_classes(root/'train') if (root/'train').is_dir() else None     # the fine-tune's label order
+        val = open_images(root/'val', True, classes)                                 # the transform once the checkpoint is read
+        num_classes = cfg.num_classes or len(val.classes)
+        model, rep = beit_classifier(checkpoint, cfg.model_name, num_classes=num_classes, input_size=cfg.input_size, use_cls=cfg.use_cls,
+                                     drop_path=0., verbose=False, **arch_overrides(cfg), **depth_override(cfg))
+        if rep.initialised:
+            raise ValueError(f'--eval-only: {rep.source} is not a fine-tuned classifier for {num_classes} classes '
+                             f'({group_keys(rep.initialised)} would start random); fine-tune it first, or set --num-classes')
+        if verbose: run.log(rep)
+        val.transform = finetune_transform(cfg, False, input_normalisation(cfg.imagenet_mean_std, rep, 'half', run.log))
+        return model, classification_evaluator(val, cfg, run.accel, min(5, num_classes)), dict(checkpoint=rep.source)
+    return evaluate_only(cfg, checkpoint, data, run_dir, 'beit-finetune', prepare, needs='a fine-tuned classifier',
+                         data_kind='FOLDER (with a val/<class>/ image folder)')
 
 # %% ../nbs/06a_finetune.ipynb #865d8610
 beit_finetune = recipe_command(FinetuneConfig, finetune, 'beit-finetune', finetune_learner)

@@ -7,26 +7,27 @@ Docs: https://beit-nb.github.io/beit_nb/probes.html.md"""
 
 # %% ../nbs/06b_probes.ipynb #eb73d8c4
 from __future__ import annotations
-import json, sys
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 from timm.models.beit import Beit
-from fastcore.script import call_parse
 from fastai.metrics import top_k_accuracy
-from .data import eval_mode, ImageFolderDataset, eval_transform, input_mean_std, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
+from .data import eval_mode, ImageFolderDataset, eval_transform, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from .checkpoint import read_checkpoint, detect_layout, to_timm
 from .classifier import AnySizeBeit, LoadReport, beit_classifier
+from .training import Presets
+from .recipe import recipe_command, check_inputs, input_normalisation
 from fastcore.basics import noop
 
 # %% auto #0
-__all__ = ['POOLS', 'PROTOCOLS', 'block_ids', 'pool_blocks', 'BlockFeatures', 'block_features', 'probe_features', 'ProbeHead',
-           'topk_accuracy', 'fit_probe_head', 'linear_probe', 'probe_transforms', 'linear_probe_augmented',
+__all__ = ['POOLS', 'PROTOCOLS', 'beit_probe', 'block_ids', 'pool_blocks', 'BlockFeatures', 'block_features', 'probe_features',
+           'ProbeHead', 'topk_accuracy', 'fit_probe_head', 'linear_probe', 'probe_transforms', 'linear_probe_augmented',
            'BlockHeads', 'linear_probe_official', 'knn_scores', 'knn_probe', 'probe_by_block', 'plot_probe_by_block',
-           'probe_model', 'probe_data', 'probe_folder', 'beit_probe']
+           'probe_model', 'probe_data', 'probe_folder', 'ProbeConfig', 'probe']
 
 # %% ../nbs/06b_probes.ipynb #307570a8
 POOLS = ('mean', 'cls', 'cls+mean', 'concat')
@@ -369,7 +370,6 @@ def probe_folder(data, checkpoint=None, model_name:str='beit_base_patch16_224', 
                  imagenet_mean_std:bool|None=None, extract_batch:int=64, num_workers:int=0, verbose:bool=True,
                  protocol:str='cached', **probe_kwargs):
     "Everything `beit-probe` does but writing files: backbone, then the cached probes (`probe_by_block`) or the official one; the table and facts."
-    from beit_nb.recipe import input_normalisation          # the recipe layer sits above the probes (lazy: tests/test_repo.py)
     if protocol not in PROTOCOLS: raise ValueError(f'--protocol {protocol}: expected cached or official')
     net, report = probe_model(checkpoint, model_name, input_size, depth, verbose=verbose)
     bs = block_ids(blocks, len(net.blocks))
@@ -390,68 +390,74 @@ def probe_folder(data, checkpoint=None, model_name:str='beit_base_patch16_224', 
     tr, va = block_features(net, load(train), bs, norm), block_features(net, load(val), bs, norm)
     return probe_by_block(tr, va, bs, pools, last_k, num_classes=len(train.classes), **probe_kwargs), info
 
+# %% ../nbs/06b_probes.ipynb #51214b1e
+@dataclass
+class ProbeConfig(Presets):
+    "Every setting of `beit-probe`: the backbone, the blocks and poolings, the linear and kNN probes, the images (`presets`: 'demo')."
+    model_name: str = 'beit_base_patch16_224'  # timm BEiT name, or one of our *_8k_vocab architectures
+    depth: int | None = None              # override the model's number of blocks
+    input_size: int | None = None         # image size in pixels; none: the model's
+    blocks: str = 'all'                   # 'all' or comma-separated 0-based block indices, negative from the end: 6,8,-1
+    pool: tuple[str, ...] = ('mean',)     # one or more of mean, cls, cls+mean (official linear eval), concat (DINO), comma-separated
+    last_k: int = 4                       # blocks whose [CLS] tokens --pool concat joins
+    norm: bool = False                    # apply the checkpoint's final norm to every block (DINO) instead of the raw blocks (BEiT)
+    linear: bool = True                   # the linear probe (--no-linear: skip it)
+    knn: bool = True                      # the kNN probe (--no-knn: skip it)
+    knn_k: int = 20                       # neighbours of the kNN vote (DINO: 20)
+    knn_t: float = 0.07                   # temperature of the exp(sim/T) votes (DINO: 0.07)
+    epochs: int = 100                     # linear-probe epochs (official: 100)
+    batch_size: int = 1024                # linear-probe batch (official: 8 × 128), capped at the training set
+    lr: float | None = None               # linear-probe lr; none: base_lr × batch / 256
+    base_lr: float = 1e-3                 # official: 1e-3 at a batch of 256
+    optimizer: str = 'adamw'              # adamw (official default, weight decay 1e-4) or sgd (momentum 0.9, no decay)
+    weight_decay: float | None = None     # override the optimizer's weight decay
+    bn: bool = False                      # BatchNorm1d(affine=False) before the linear layer (MAE's linear probe)
+    protocol: str = 'cached'              # cached: features once, every block × pooling, linear + kNN; official: run_linear_eval.py (a head per block on [CLS]+mean, fresh crops every step, the best over epochs and blocks)
+    crop_pct: float = 224 / 256           # evaluation crop (official linear eval: 224/256)
+    imagenet_mean_std: bool | None = None # images normalised with ImageNet's mean/std (official --imagenet_default_mean_and_std; --no-: 0.5/0.5); none: as the checkpoint records, else 0.5/0.5
+    extract_batch: int = 64               # images per forward pass when extracting features
+    num_workers: int = 0                  # data-loader worker processes
+    n_demo: int = 0                       # without --data: the bundled demo scenes with this many training images (validation: a fifth; the demo preset: 600)
+    seed: int = 0                         # seed of the linear probes (and of random weights)
+
+    def __post_init__(self):
+        self.pool = tuple(self.pool.split(',') if isinstance(self.pool, str) else self.pool)
+        _parse_blocks(self.blocks)
+        if self.protocol not in PROTOCOLS: raise ValueError(f'--protocol {self.protocol}: expected cached or official')
+        if self.protocol == 'official' and (self.norm or self.bn): raise ValueError('--protocol official: the official probe has no --norm or --bn')
+        if self.optimizer not in ('adamw', 'sgd'): raise ValueError(f'--optimizer {self.optimizer}: expected adamw or sgd')
+
+ProbeConfig.presets = {
+    'demo': dict(model_name='beit_tiny_patch8_64_8k_vocab', crop_pct=1.0, n_demo=600),   # the bundled demo scenes, the demo architecture
+}
+
 # %% ../nbs/06b_probes.ipynb #efd58a7a
-@call_parse
-def beit_probe(
-    data:str=None,              # image folder with train/<class>/* and val/<class>/* (ImageNet layout)
-    demo:bool=False,            # the demo scenes (written under OUT/demo_data) and the tiny demo architecture
-    checkpoint:str=None,        # BEiT checkpoint to probe (ours, official, timm, HF 4.x/5.x; file or HF folder); none: random weights
-    model_name:str=None,        # timm BEiT name or one of our *_8k_vocab architectures (default beit_base_patch16_224; --demo: the tiny one)
-    depth:int=None,             # override the model's number of blocks
-    input_size:int=None,        # image size in pixels (default: the model's)
-    blocks:str='all',           # 'all' or comma-separated 0-based block indices, negative from the end: 6,8,-1
-    pool:str='mean',            # one or more of mean, cls, cls+mean (official linear eval), concat (DINO), comma-separated
-    last_k:int=4,               # blocks whose [CLS] tokens --pool concat joins
-    norm:bool=False,            # apply the checkpoint's final norm to every block (DINO) instead of the raw blocks (BEiT)
-    knn_k:int=20,               # neighbours of the kNN vote (DINO: 20)
-    knn_t:float=0.07,           # temperature of the exp(sim/T) votes (DINO: 0.07)
-    epochs:int=100,             # linear-probe epochs (official: 100)
-    batch_size:int=1024,        # linear-probe batch (official: 8 × 128), capped at the training set
-    lr:float=None,              # linear-probe lr (default: --base-lr × batch / 256)
-    base_lr:float=1e-3,         # official: 1e-3 at a batch of 256
-    optimizer:str='adamw',      # adamw (official default, weight decay 1e-4) or sgd (momentum 0.9, no decay)
-    weight_decay:float=None,    # override the optimizer's weight decay
-    bn:bool=False,              # BatchNorm1d(affine=False) before the linear layer (MAE's linear probe)
-    no_linear:bool=False,       # skip the linear probe
-    no_knn:bool=False,          # skip the kNN probe
-    crop_pct:float=None,        # evaluation crop (official linear eval: 224/256; --demo: 1.0)
-    imagenet_mean_std:bool=False,    # normalise the images with ImageNet's mean/std (official --imagenet_default_mean_and_std); default: as the checkpoint records, else 0.5/0.5
-    no_imagenet_mean_std:bool=False, # normalise with 0.5/0.5 whatever the checkpoint records
-    protocol:str='cached',      # cached: features once, every block × pooling, linear + kNN; official: run_linear_eval.py (a head per block on [CLS]+mean, fresh crops every step, the best over epochs and blocks)
-    extract_batch:int=64,       # images per forward pass when extracting features
-    num_workers:int=0,          # data-loader worker processes
-    n_demo:int=600,             # --demo: training scenes (validation: a fifth)
-    seed:int=0,                 # seed of the linear probes (and of random weights)
-    out:str='runs/probe',       # folder for probe.csv and probe.json
-):
+def probe(cfg:ProbeConfig,
+          data:str|None=None,          # image folder with train/<class>/* and val/<class>/* (ImageNet layout)
+          checkpoint:str|None=None,    # BEiT checkpoint to probe (ours, official, timm, HF 4.x/5.x; file or HF folder); none: random weights
+          run_dir:str='runs/probe',    # folder for probe.csv, probe.json and config.json (and the demo scenes)
+          ) -> tuple:
     "Linear and kNN probes of a frozen BEiT checkpoint, block by block; prints the table, writes probe.csv and probe.json."
-    args = dict(locals())
-    try:
-        if imagenet_mean_std and no_imagenet_mean_std: raise ValueError('--imagenet-mean-std and --no-imagenet-mean-std: choose one')
-        if protocol not in PROTOCOLS: raise ValueError(f'--protocol {protocol}: expected cached or official')
-        if protocol == 'official' and (norm or bn): raise ValueError('--protocol official: the official probe has no --norm or --bn')
-        if demo and data: raise ValueError('--demo and --data: choose one')
-        if not demo and data is None: raise ValueError('pass --data FOLDER (with train/<class>/ and val/<class>/ image folders), or --demo')
-        if checkpoint is not None and not Path(checkpoint).exists(): raise FileNotFoundError(f'--checkpoint {checkpoint}: no such file or folder')
-        if optimizer not in ('adamw', 'sgd'): raise ValueError(f'--optimizer {optimizer}: expected adamw or sgd')
-        bl = _parse_blocks(blocks)
-        out = Path(out)
-        if demo:
-            from beit_nb.synthetic import write_demo_folders
-            data = write_demo_folders(out/'demo_data', n_train=n_demo, n_val=max(n_demo // 5, 12))['imagenet']
-        table, info = probe_folder(data, checkpoint, model_name or ('beit_tiny_patch8_64_8k_vocab' if demo else 'beit_base_patch16_224'),
-                                   depth, input_size, bl, pool.split(','), last_k, norm,
-                                   crop_pct if crop_pct is not None else (1.0 if demo else 224 / 256),
-                                   True if imagenet_mean_std else False if no_imagenet_mean_std else None, extract_batch, num_workers,
-                                   protocol=protocol, epochs=epochs, batch_size=batch_size, lr=lr, base_lr=base_lr, optimizer=optimizer,
-                                   weight_decay=weight_decay, seed=seed,
-                                   **({} if protocol == 'official' else dict(linear=not no_linear, knn=not no_knn, k=knn_k, T=knn_t, bn=bn)))
-    except (ValueError, FileNotFoundError, TypeError) as e: sys.exit(f'beit-probe: {e}')
+    check_inputs(cfg, data, checkpoint, 'FOLDER (with train/<class>/ and val/<class>/ image folders)')
+    run_dir = Path(run_dir)
+    if data is None:
+        from beit_nb.synthetic import write_demo_folders   # the demo only: the core chain does not import the demo data
+        data = write_demo_folders(run_dir/'demo_data', n_train=cfg.n_demo, n_val=max(cfg.n_demo // 5, 12))['imagenet']
+    kw = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, base_lr=cfg.base_lr, optimizer=cfg.optimizer,
+              weight_decay=cfg.weight_decay, seed=cfg.seed)
+    if cfg.protocol == 'cached': kw.update(linear=cfg.linear, knn=cfg.knn, k=cfg.knn_k, T=cfg.knn_t, bn=cfg.bn)
+    table, info = probe_folder(data, checkpoint, cfg.model_name, cfg.depth, cfg.input_size, _parse_blocks(cfg.blocks), cfg.pool, cfg.last_k,
+                               cfg.norm, cfg.crop_pct, cfg.imagenet_mean_std, cfg.extract_batch, cfg.num_workers, protocol=cfg.protocol, **kw)
     if checkpoint is None: print('no --checkpoint: random weights — these numbers are a floor, not a result')
     print(table.to_string(index=False, float_format=lambda v: f'{v:.3f}'))
     if 'official' in info: print('official protocol: best top-1 {best_top1:.3f} at block {best_block}, epoch {best_epoch} '
                                  '(the number run_linear_eval.py prints; lr {lr:.3g})'.format(**info['official']))
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out/'probe.csv', index=False)
-    (out/'probe.json').write_text(json.dumps(dict(args={**args, 'data': str(data)}, **info, rows=table.to_dict('records')), indent=1))
-    print(f'wrote {out/"probe.csv"} and {out/"probe.json"}')
+    run = dict(data=str(data), checkpoint=None if checkpoint is None else str(checkpoint), run_dir=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(run_dir/'probe.csv', index=False)
+    (run_dir/'probe.json').write_text(json.dumps(dict(args={**asdict(cfg), **run}, **info, rows=table.to_dict('records')), indent=1))
+    (run_dir/'config.json').write_text(json.dumps({**asdict(cfg), 'run': run}, indent=1))    # --config RUN_DIR/config.json: the same probe again
+    print(f'wrote {run_dir/"probe.csv"} and {run_dir/"probe.json"}')
+    return table, info
+
+beit_probe = recipe_command(ProbeConfig, probe, 'beit-probe')

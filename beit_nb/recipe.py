@@ -8,14 +8,14 @@ Docs: https://beit-nb.github.io/beit_nb/recipe.html.md"""
 
 # %% ../nbs/04c_recipe.ipynb #9910e1f8
 from __future__ import annotations
-import argparse, json, math, os, sys, types, typing
+import argparse, json, os, sys, types, typing
 from dataclasses import dataclass, asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch, torch.nn as nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from timm.optim import param_groups_weight_decay, param_groups_layer_decay
 from fastcore.basics import noop, patch
 from fastcore.docments import docments
@@ -33,9 +33,10 @@ from .run_files import (load_resume_checkpoint, resume_position, restore_trainin
 
 # %% auto #0
 __all__ = ['NORMALISATIONS', 'field_help', 'parse_value', 'read_config_file', 'make_config', 'end_processes', 'recipe_parser',
-           'recipe_command', 'default_workers', 'train_loader', 'param_groups', 'make_adamw', 'shard', 'reduce_sum',
-           'sync_buffers', 'Evaluator', 'PeriodicEval', 'input_normalisation', 'Run', 'check_inputs', 'depth_override',
-           'start_run', 'demo_data', 'resumable_learner', 'train_and_save']
+           'recipe_command', 'default_workers', 'loader_workers', 'train_loader', 'param_groups', 'make_adamw', 'shard',
+           'reduce_sum', 'sync_buffers', 'Evaluator', 'eval_loader', 'PeriodicEval', 'input_normalisation', 'Run',
+           'check_inputs', 'depth_override', 'start_run', 'demo_data', 'resumable_learner', 'train_and_save',
+           'evaluate_only']
 
 # %% ../nbs/04c_recipe.ipynb #fd5599ab
 def field_help(cls) -> dict:
@@ -176,11 +177,15 @@ def default_workers(local_processes:int=1, cap:int=8) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (os.cpu_count() or 1)
     return max(0, min(cap, cpus // max(1, local_processes)))
 
+def loader_workers(cfg:TrainConfig) -> int:
+    "The workers of each of this process's loaders: `cfg.num_workers`, else `default_workers` shared among the processes on this machine."
+    return cfg.num_workers if cfg.num_workers is not None else default_workers(int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
+
 def train_loader(ds, cfg:TrainConfig, accel) -> tuple[ResumableSampler, DataLoader]:
     "The resumable sampler of this process and its loader (whole optimizer steps per process, persistent workers)."
     sampler = ResumableSampler(len(ds), accel.process_index, accel.num_processes, cfg.seed, multiple_of=cfg.batch_size * cfg.accum_steps)
     sampler.tag_epoch = True          # (epoch, index) pairs: persistent workers learn the epoch from each index, not from a stale copy
-    n = cfg.num_workers if cfg.num_workers is not None else default_workers(int(os.environ.get('LOCAL_WORLD_SIZE', 1)))
+    n = loader_workers(cfg)
     dl = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=True, num_workers=n, persistent_workers=n > 0,
                     pin_memory=accel.device.type == 'cuda')
     return sampler, dl
@@ -225,6 +230,14 @@ class Evaluator:
 
     def __call__(self, model:nn.Module) -> dict:
         with eval_mode(model), torch.no_grad(): return self.score(model)
+
+# %% ../nbs/04c_recipe.ipynb #5c4b9ddb
+def eval_loader(ds, cfg:TrainConfig, accel=None, batch_size:int|None=None) -> DataLoader:
+    "This process's `shard` of the evaluation set `ds`, in order: a loader made once per run, its workers persistent, as many as `loader_workers` says."
+    idx = shard(len(ds), accel)
+    n = loader_workers(cfg) if len(idx) else 0
+    return DataLoader(Subset(ds, idx), batch_size=batch_size or cfg.batch_size, shuffle=False, num_workers=n, persistent_workers=n > 0,
+                      pin_memory=accel is not None and accel.device.type == 'cuda')
 
 # %% ../nbs/04c_recipe.ipynb #ece60ab5
 class PeriodicEval(Callback):
@@ -383,4 +396,19 @@ def train_and_save(learn:Learner, metadata:dict) -> dict:
         for name, (other, more) in extra.items(): save_beit_checkpoint(other, path/f'model_{name}.safetensors', metadata={**meta, **more})
         if learn.evaluator is not None: (path/'metrics.json').write_text(json.dumps(m, indent=1))
     learn.metrics_result = m
+    return m
+
+# %% ../nbs/04c_recipe.ipynb #2d0eafc5
+def evaluate_only(cfg:TrainConfig, checkpoint, data, run_dir, command:str, prepare:Callable, *, needs:str,
+                  data_kind:str='FOLDER', layout:str='imagenet') -> dict:
+    "A recipe's `--eval-only`: `prepare(run, data) → (model, evaluator, facts)` scored on every process; metrics and facts in `eval.json` (rank 0)."
+    if checkpoint is None: raise ValueError(f'--eval-only needs --checkpoint ({needs})')
+    check_inputs(cfg, data, checkpoint, data_kind)
+    run = Run(cfg, make_accelerator(cfg), Path(run_dir), command)          # a run folder with checkpoints is fine here
+    if data is None: data = demo_data(run, cfg.n_demo, layout)
+    model, evaluator, facts = prepare(run, Path(data))
+    m = {**evaluator(model.to(run.accel.device)), 'checkpoint': str(checkpoint), 'data': str(data), **facts}
+    run.log(f'evaluation: {evaluator.describe(m)}')
+    if run.accel.is_main_process:
+        run.run_dir.mkdir(parents=True, exist_ok=True); (run.run_dir/'eval.json').write_text(json.dumps(m, indent=1))
     return m

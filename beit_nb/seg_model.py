@@ -21,13 +21,13 @@ from timm.models.beit import Beit
 from .classifier import AnySizeBeit, LoadReport, beit_classifier, group_keys
 from .checkpoint import read_checkpoint, to_timm
 from .data import eval_mode
-from .seg_data import rescale_size, image_to_tensor, resize_image, eval_sizes
+from .seg_data import image_to_tensor, resize_image, eval_sizes
 
 # %% auto #0
-__all__ = ['default_blocks', 'ConvModule', 'resize_bilinear', 'add_feature_pyramid', 'BaseDecodeHead', 'UPerHead', 'FCNHead',
-           'SETRUPHead', 'BeitSegmentor', 'hf_segmentation_to_mmseg', 'beit_segmentor', 'segmentor_config',
-           'load_segmentor', 'encode_decode', 'slide_inference', 'inference', 'predict_probs', 'palette',
-           'overlay_labels', 'predict_image']
+__all__ = ['HEAD_DEFAULTS', 'default_blocks', 'ConvModule', 'resize_bilinear', 'add_feature_pyramid', 'BaseDecodeHead',
+           'UPerHead', 'FCNHead', 'SETRUPHead', 'BeitSegmentor', 'hf_segmentation_to_mmseg', 'beit_segmentor',
+           'segmentor_config', 'load_segmentor', 'encode_decode', 'slide_inference', 'inference', 'predict_probs',
+           'palette', 'overlay_labels', 'predict_image']
 
 # %% ../nbs/07a_seg_model.ipynb #694756f5
 def default_blocks(depth:int) -> tuple:
@@ -102,9 +102,9 @@ class FCNHead(BaseDecodeHead):
     def forward(self, feats:list) -> torch.Tensor: return self.cls_seg(self.convs(feats[self.in_index]))
 
 class SETRUPHead(BaseDecodeHead):
-    "SETR's progressive upsampling (PUP) head, as mmseg's `SETRUPHead`: LayerNorm, then `num_convs` × (3×3 `ConvModule` + 2× bilinear up)."
-    def __init__(self, in_channels:int, channels:int, num_classes:int, num_convs:int=4, up_scale:int=2, in_index:int=3,
-                 kernel_size:int=3, dropout_ratio:float=0.):
+    "SETR's upsampling head as mmseg's `SETRUPHead` (its defaults too): LayerNorm, then `num_convs` × (3×3 `ConvModule` + `up_scale`× bilinear up)."
+    def __init__(self, in_channels:int, channels:int, num_classes:int, num_convs:int=1, up_scale:int=4, in_index:int=3,
+                 kernel_size:int=3, dropout_ratio:float=0.1):
         super().__init__(channels, num_classes, dropout_ratio)
         self.in_index, self.norm = in_index, nn.LayerNorm(in_channels, eps=1e-6)
         self.up_convs = nn.ModuleList(nn.Sequential(ConvModule(in_channels if i == 0 else channels, channels, kernel_size, padding=kernel_size // 2),
@@ -117,25 +117,31 @@ class SETRUPHead(BaseDecodeHead):
         return self.cls_seg(x)
 
 # %% ../nbs/07a_seg_model.ipynb #0566028f
+HEAD_DEFAULTS = {   # decode-head channels and dropout when not given: each head's published config
+    'upernet': dict(channels=768, dropout_ratio=0.1),   # unilm beit/semantic_segmentation upernet_beit_base_*.py (UPerHead, FCNHead)
+    'setr_pup': dict(channels=256, dropout_ratio=0.),   # mmseg configs/_base_/models/setr_pup.py (decode_head)
+}
+
 class BeitSegmentor(nn.Module):
     "mmseg's `EncoderDecoder` around a BEiT: `backbone` (+ pyramid), `decode_head`, `auxiliary_head`; logits at the head's resolution."
-    def __init__(self, backbone:AnySizeBeit, num_classes:int, head:str='upernet', blocks=None, channels:int=768,
-                 aux_channels:int=256, aux_weight:float=0.4, dropout_ratio:float=0.1):
+    def __init__(self, backbone:AnySizeBeit, num_classes:int, head:str='upernet', blocks=None, channels:int|None=None,
+                 aux_channels:int=256, aux_weight:float=0.4, dropout_ratio:float|None=None):
         super().__init__()
-        if head not in ('upernet', 'setr_pup'): raise ValueError(f"head: {head!r}; expected 'upernet' or 'setr_pup'")
+        if head not in HEAD_DEFAULTS: raise ValueError(f"head: {head!r}; expected 'upernet' or 'setr_pup'")
         depth, d = len(backbone.blocks), backbone.embed_dim
         self.blocks = tuple(blocks) if blocks is not None else default_blocks(depth)
         if len(self.blocks) != 4 or not all(isinstance(b, int) and 0 <= b < depth for b in self.blocks):
             raise ValueError(f'blocks: {self.blocks}; expected four block indices in 0..{depth - 1} (0-based, as the official out_indices)')
         for k in ('head', 'fc_norm', 'norm'): setattr(backbone, k, nn.Identity())   # a segmentor reads blocks, not the pooled token
         self.backbone, self.head_type, self.num_classes, self.aux_weight = backbone, head, num_classes, aux_weight
+        channels, dropout_ratio = (v if v is not None else HEAD_DEFAULTS[head][k] for k, v in (('channels', channels), ('dropout_ratio', dropout_ratio)))
         if head == 'upernet':
             add_feature_pyramid(backbone)
             self.decode_head = UPerHead(d, channels, num_classes, dropout_ratio=dropout_ratio)
             self.auxiliary_head = FCNHead(d, aux_channels, num_classes, in_index=2, dropout_ratio=dropout_ratio)
-        else:                                              # mmseg's setr_pup ADE20K config: 4 rounds on the last block; 3 aux heads, no dropout
-            self.decode_head = SETRUPHead(d, channels, num_classes, num_convs=4, in_index=3, dropout_ratio=dropout_ratio)
-            self.auxiliary_head = nn.ModuleList(SETRUPHead(d, aux_channels, num_classes, num_convs=2, in_index=i) for i in range(3))
+        else:   # mmseg's SETR-PUP on ADE20K: 4 × (conv, 2× up) on the last block; 3 auxiliary heads of 2 × (conv, 4× up: up_scale's default), no dropout
+            self.decode_head = SETRUPHead(d, channels, num_classes, num_convs=4, up_scale=2, in_index=3, dropout_ratio=dropout_ratio)
+            self.auxiliary_head = nn.ModuleList(SETRUPHead(d, aux_channels, num_classes, num_convs=2, in_index=i, dropout_ratio=0.) for i in range(3))
 
 # %% ../nbs/07a_seg_model.ipynb #521f0977
 @patch
@@ -198,7 +204,7 @@ def hf_segmentation_to_mmseg(sd:dict) -> dict:
 
 # %% ../nbs/07a_seg_model.ipynb #58231534
 def beit_segmentor(checkpoint=None, model_name:str='beit_base_patch16_224', num_classes:int=150, input_size=None, head:str='upernet',
-                   blocks=None, channels:int=768, aux_channels:int=256, aux_weight:float=0.4, drop_path:float=0.1,
+                   blocks=None, channels:int|None=None, aux_channels:int=256, aux_weight:float=0.4, drop_path:float=0.1,
                    init_values:float|None=0.1, verbose:bool=True, **kwargs) -> tuple[BeitSegmentor, LoadReport|None]:
     "A `BeitSegmentor` whose backbone comes from any BEiT checkpoint (through `beit_classifier`), and the load report."
     if init_values is not None and checkpoint is None: kwargs.setdefault('init_values', init_values)

@@ -24,8 +24,8 @@ from .seg_model import (BeitSegmentor, beit_segmentor, segmentor_config, load_se
                                overlay_labels, resize_bilinear)
 from .seg_checkpoint import read_segmentor
 from .seg_data import ADE20KDataset, SegTrainTransform, SegEvalTransform, OnPair, intersect_and_union, SegMetrics
-from .training import TrainConfig, SeededSamples, make_accelerator
-from .recipe import (Run, check_inputs, depth_override, start_run, demo_data, resumable_learner, train_and_save, recipe_command,
+from .training import TrainConfig, SeededSamples
+from .recipe import (check_inputs, depth_override, start_run, demo_data, resumable_learner, train_and_save, recipe_command,
                             shard, reduce_sum, Evaluator, input_normalisation)
 
 # %% auto #0
@@ -41,14 +41,14 @@ class SegConfig(TrainConfig):
     num_classes: int = 150                # classes the heads predict (ADE20K: 150)
     head: str = 'upernet'                 # upernet (+ FCN auxiliary head: the official code) or setr_pup (the paper's task layer)
     blocks: list[int] | None = None       # the 4 blocks feeding the heads, 0-based as the official out_indices; none: a third, a half, two thirds and the last of the depth (3,5,7,11 for base)
-    channels: int = 768                   # decode-head channels (UPerNet: 768 in the BEiT configs, 1024 for BEiT-L; SETR-PUP: 512 in mmseg's setr_pup config)
-    aux_channels: int = 256               # auxiliary-head channels (the FCN head: 256; SETR-PUP's three auxiliary heads: 256 in mmseg's ADE20K config)
+    channels: int | None = None           # decode-head channels; none: the head's config (UPerNet: 768 as the BEiT configs, the large presets 1024; SETR-PUP: 256 as mmseg's setr_pup.py)
+    aux_channels: int = 256               # auxiliary-head channels (the FCN head: 256; SETR-PUP's three auxiliary heads: 256 in mmseg's setr_pup_512x512_160k_b16_ade20k.py)
     aux_weight: float = 0.4               # auxiliary loss weight
     reduce_zero_label: bool = True        # ADE20K: label 0 ('other') ignored, 1..150 → 0..149; off: label 0 is a class
     imagenet_mean_std: bool | None = None  # inputs normalised with ImageNet's mean/std (the ADE20K configs) or, --no-imagenet-mean-std, 0.5/0.5; none: what the checkpoint records (--eval-only, --predict: the segmentor's own), else ImageNet's
-    schedule: str = 'poly'                # mmcv's poly with linear warmup (the official configs), over iters optimizer steps
-    iters: int = 160_000                  # optimizer steps (mmseg's IterBasedRunner)
-    warmup_iters: int = 1500              # linear warmup steps, from lr × warmup_ratio
+    schedule: str = 'poly'                # mmcv's poly with linear warmup (the official configs), over the run's optimizer steps
+    iters: int | None = 160_000           # run length in optimizer steps (mmseg's IterBasedRunner, the official configs); none: --epochs passes over the data
+    warmup_iters: int | None = 1500       # linear warmup steps, from lr × warmup_ratio; none: --warmup-epochs passes
     batch_size: int = 2                   # images per process per micro-batch: the configs' 8 GPUs × 2 = 16
     lr: float = 7e-4                      # peak lr at base_batch (official: 7e-4 at 16), scaled linearly with the real global batch
     base_batch: int = 16                  # the global batch lr is quoted at
@@ -67,7 +67,7 @@ class SegConfig(TrainConfig):
     flip: bool = False                    # inference: also average the horizontally flipped image (with --scales 0.5,0.75,1,1.25,1.5,1.75: the official ms+flip protocol of upernet_beit_*_ms.py)
     scales: list[float] = field(default_factory=lambda: [1.0])   # inference: ratios of img_scale, probabilities averaged; several: SETR_Resize, each short side at least crop_size (the official ms+flip protocol: --flip --scales 0.5,0.75,1,1.25,1.5,1.75)
     num_workers: int | None = None        # data-loader workers per process; none: the CPUs this process may use, at most 8
-    eval_every: int = 16_000              # validation every this many optimizer steps (the ADE20K configs' interval); 0: at the end only
+    eval_every: int = 16_000              # validation every this many optimizer steps (the ADE20K configs' interval), epochs with --iters none; 0: at the end only
     save_every: int = 4000                # optimizer steps between checkpoints
     hf_origin: str = 'auto'               # --eval-only/--predict of a Hugging Face segmentor folder: official (the official weights converted: official blocks, ImageNet mean/std), transformers (as transformers runs it), auto
     n_demo: int = 0                       # without --data: the bundled demo scenes (ADE20K layout) with this many training images (the demo preset: 600)
@@ -77,8 +77,9 @@ class SegConfig(TrainConfig):
         if self.hf_origin not in ('auto', 'official', 'transformers'): self._bad('hf_origin', "'auto', 'official' or 'transformers'")
         if self.head not in ('upernet', 'setr_pup'): self._bad('head', "'upernet' or 'setr_pup'")
         if self.test_mode not in ('slide', 'whole'): self._bad('test_mode', "'slide' or 'whole'")
-        for f in ('iters', 'crop_size', 'stride', 'num_classes'):
+        for f in ('crop_size', 'stride', 'num_classes'):
             if not (isinstance(getattr(self, f), int) and getattr(self, f) > 0): self._bad(f, 'a positive int')
+        if self.channels is not None and not (isinstance(self.channels, int) and self.channels > 0): self._bad('channels', 'none or a positive int')
         if not 0 < self.layer_decay <= 1: self._bad('layer_decay', 'in (0, 1]')
         num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
         if not (isinstance(self.scales, (list, tuple)) and self.scales and all(num(s) and s > 0 for s in self.scales)):
@@ -168,7 +169,7 @@ def segment_learner(cfg:SegConfig,
                     progress:bool|None=None,      # a progress bar (default: on a terminal); else one line per epoch
                     kill_at_step:int|None=None,   # (testing) SIGKILL the run in this optimizer step, between its log row and checkpoint
                     verbose:bool=True, cbs:list=()) -> Learner:
-    "A fastai `Learner` training a BEiT segmentor from `checkpoint` (or from scratch) on the ADE20K-layout folder `data`, validated every `cfg.eval_every` steps."
+    "A fastai `Learner` training a BEiT segmentor from `checkpoint` (or from scratch) on the ADE20K-layout folder `data`, validated every `cfg.eval_every` steps (passes with `cfg.iters` None)."
     check_inputs(cfg, data, checkpoint, 'FOLDER (ADE20K layout: images/ and annotations/)')
     run = start_run(cfg, run_dir, resume, 'beit-segment')
     if data is None: data = demo_data(run, cfg.n_demo, 'ade20k')     # the demo scenes in the ADE20K layout
@@ -184,14 +185,16 @@ def segment_learner(cfg:SegConfig,
                               lr_note=f'; layer decay {cfg.layer_decay} over {len(model.backbone.blocks)} blocks',
                               n_val=len(val), data=str(data), load_report=None if report is None else str(report),
                               checkpoint=None if checkpoint is None or isinstance(checkpoint, dict) else str(checkpoint))
-    run.log(f'{learn.run_state.total_steps} iterations = {learn.run_state.n_epochs} pass(es) over {len(train)} images')
+    st, unit = learn.run_state, 'iterations' if cfg.iters is not None else 'pass(es)'   # iters none: the epoch fields count
+    run.log(f'{st.total_steps} iterations = {st.n_epochs} pass(es) over {len(train)} images; validation '
+            + (f'every {cfg.eval_every} {unit} and at the end' if cfg.eval_every else 'at the end'))
     learn.load_report, learn.val_ds, learn.mean_std = report, val, (tuple(mean), tuple(std))
     return learn
 
 # %% ../nbs/07b_segmentation.ipynb #05c8938e
 def segment(cfg:SegConfig,
-            eval_only:bool=False,      # only score --checkpoint, a segmentor saved by beit-segment, on DATA/validation; writes RUN_DIR/eval.json
-            predict:str|None=None,     # an image or a folder of images: --checkpoint's <name>_label.png (class indices) and <name>_overlay.png into RUN_DIR
+            eval_only:bool=False,      # only score --checkpoint (a segmentor: saved by beit-segment, an official/mmseg .pth, or a Hugging Face folder) on DATA/validation; writes RUN_DIR/eval.json
+            predict:str|None=None,     # an image or a folder of images: the labels of --checkpoint (any segmentor --eval-only reads), <name>_label.png (class indices) and <name>_overlay.png, into RUN_DIR
             **kw) -> Learner | dict | list:
     "Semantic segmentation with BEiT: train a segmentor and save `model.safetensors` + `metrics.json` (one process, or several with `accelerate launch`); or only evaluate or apply one."
     if eval_only and predict is not None: raise ValueError('--eval-only and --predict: choose one')
@@ -219,9 +222,10 @@ def _normalisation(cfg:SegConfig, meta:dict, log=print) -> tuple:
 
 # %% ../nbs/07b_segmentation.ipynb #5949756c
 def _predict_files(cfg:SegConfig, checkpoint, src, out, log=print) -> list:
-    "Write `<stem>_label.png` (class indices) and `<stem>_overlay.png` of the saved segmentor `checkpoint` for an image or every image of a folder."
+    "Write `<stem>_label.png` (class indices) and `<stem>_overlay.png` of the segmentor `checkpoint` (any `read_segmentor` reads; its load report logged) for an image or every image of a folder."
     if checkpoint is None: raise ValueError('--predict needs --checkpoint (a segmentor: saved by beit-segment, an official/mmseg .pth, or a Hugging Face folder)')
-    model, meta, _ = read_segmentor(checkpoint, verbose=False, hf_origin=cfg.hf_origin)
+    model, meta, report = read_segmentor(checkpoint, verbose=False, hf_origin=cfg.hf_origin)
+    log(str(report))                                   # what was loaded, as --eval-only says it
     log(f"segmentor {checkpoint}: {meta['segmentor']['head']} head, {meta['segmentor']['num_classes']} classes")
     src, out = Path(src), Path(out)
     if not src.exists(): raise FileNotFoundError(f'--predict {src}: no such file or folder')
@@ -239,24 +243,23 @@ def _predict_files(cfg:SegConfig, checkpoint, src, out, log=print) -> list:
     return written
 
 # %% ../nbs/07b_segmentation.ipynb #6cf312ef
+from .recipe import evaluate_only
+
 def evaluate_checkpoint(cfg:SegConfig, checkpoint, data=None, run_dir='runs/segment', verbose:bool=True) -> dict:
     "mIoU of the saved segmentor `checkpoint` on `data`/validation with its run's test settings, split across processes; `eval.json` in `run_dir` (rank 0)."
-    if checkpoint is None: raise ValueError('--eval-only needs --checkpoint (a segmentor: saved by beit-segment, an official/mmseg .pth, or a Hugging Face folder)')
-    model, meta, report = read_segmentor(checkpoint, verbose=False, hf_origin=cfg.hf_origin)
-    check_inputs(cfg, data, data_kind='FOLDER (ADE20K layout: images/ and annotations/)')
-    run = Run(cfg, make_accelerator(cfg), Path(run_dir), 'beit-segment'); log = run.log   # a run folder with checkpoints is fine here
-    if verbose: log(str(report))
-    if data is None: data = demo_data(run, cfg.n_demo, 'ade20k')
-    t, (mean, std) = _test_settings(cfg, meta), _normalisation(cfg, meta, log if verbose else (lambda *a: None))
-    val = ADE20KDataset(data, 'validation', SegEvalTransform(), reduce_zero_label=t['reduce_zero_label'])
-    if verbose: log(f"test settings: images rescaled to {t['img_scale'][0]}×{t['img_scale'][1]} (keep ratio), {t['test_mode']} {t['crop_size']}/{t['stride']}, label 0 {'ignored' if t['reduce_zero_label'] else 'a class'}, "
-                    f"scales {','.join(f'{s:g}' for s in cfg.scales)}{', + flip' if cfg.flip else ''}")
-    ev = segmentation_evaluator(val, replace(cfg, **t), run.accel, mean, std, class_names=meta.get('class_names'))
-    m = dict(ev(model.to(run.accel.device)), checkpoint=str(checkpoint), data=str(data), **t, scales=list(cfg.scales), flip=cfg.flip, mean=list(mean), std=list(std))
-    log(f'evaluation: {_describe(m)}')
-    if run.accel.is_main_process:
-        Path(run_dir).mkdir(parents=True, exist_ok=True); (Path(run_dir)/'eval.json').write_text(json.dumps(m, indent=1))
-    return m
+    def prepare(run, data):
+        model, meta, report = read_segmentor(checkpoint, verbose=False, hf_origin=cfg.hf_origin)
+        log = run.log if verbose else (lambda *a: None)
+        log(str(report))
+        t, (mean, std) = _test_settings(cfg, meta), _normalisation(cfg, meta, log)
+        val = ADE20KDataset(data, 'validation', SegEvalTransform(), reduce_zero_label=t['reduce_zero_label'])
+        log(f"test settings: images rescaled to {t['img_scale'][0]}×{t['img_scale'][1]} (keep ratio), {t['test_mode']} {t['crop_size']}/{t['stride']}, label 0 {'ignored' if t['reduce_zero_label'] else 'a class'}, "
+            f"scales {','.join(f'{s:g}' for s in cfg.scales)}{', + flip' if cfg.flip else ''}")
+        ev = segmentation_evaluator(val, replace(cfg, **t), run.accel, mean, std, class_names=meta.get('class_names'))
+        return model, ev, dict(**t, scales=list(cfg.scales), flip=cfg.flip, mean=list(mean), std=list(std))
+    return evaluate_only(cfg, checkpoint, data, run_dir, 'beit-segment', prepare, layout='ade20k',
+                         needs='a segmentor: saved by beit-segment, an official/mmseg .pth, or a Hugging Face folder',
+                         data_kind='FOLDER (ADE20K layout: images/ and annotations/)')
 
 # %% ../nbs/07b_segmentation.ipynb #37b2c72a
 beit_segment = recipe_command(SegConfig, segment, 'beit-segment', segment_learner)

@@ -21,15 +21,25 @@ from fastai.learner import CancelBatchException, CancelBackwardException
 from fastai.callback.core import Callback, TrainEvalCallback, CancelValidException
 
 # %% auto #0
-__all__ = ['TrainConfig', 'global_batch', 'scaled_lr', 'lr_derivation', 'warmup_cosine', 'poly_lr', 'mix_seed',
+__all__ = ['Presets', 'TrainConfig', 'global_batch', 'scaled_lr', 'lr_derivation', 'warmup_cosine', 'poly_lr', 'mix_seed',
            'ResumableSampler', 'SeededSamples', 'NoValidation', 'RunState', 'resolve_mixed_precision',
            'make_accelerator', 'AcceleratedTraining', 'NonFiniteLossError', 'NonFiniteGuard']
 
+# %% ../nbs/04b_training.ipynb #6df6cd2f
+class Presets:
+    "A config dataclass's settings by name: `presets` (name → field values, set after the class) and `from_preset`."
+    presets: ClassVar[dict] = {}          # name → field values: a recipe's published settings (`from_preset`, `--preset`)
+
+    @classmethod
+    def from_preset(cls, name:str, **kw):
+        "The preset `name` of `cls.presets` (field values by name), any field overridden by `kw`; an unknown name lists the known ones."
+        if name not in cls.presets: raise ValueError(f'--preset {name}: unknown; available: {", ".join(cls.presets) or "none"}')
+        return cls(**{**cls.presets[name], **kw})
+
 # %% ../nbs/04b_training.ipynb #57419bea
 @dataclass
-class TrainConfig:
+class TrainConfig(Presets):
     "The numbers every training run shares: schedule, batch, optimiser, precision, seeds, data loading and checkpoints."
-    presets: ClassVar[dict] = {}          # name → field values: a recipe's published settings (`from_preset`, `--preset`)
     schedule: str = 'cosine'              # cosine: linear warmup then cosine to min_lr (MIM, classification); poly: mmcv's poly (segmentation)
     epochs: int = 100                     # run length in passes over the data (unless iters is set)
     warmup_epochs: int = 10               # linear warmup in passes over the data (unless warmup_iters is set)
@@ -62,13 +72,6 @@ class TrainConfig:
 
     def _bad(self, f, want): raise ValueError(f'{type(self).__name__}: {f} must be {want}, got {getattr(self, f)!r}')
     def __post_init__(self): self._check()     # each field in its range (below); a task's config then checks its own
-
-# %% ../nbs/04b_training.ipynb #4d01b146
-@patch(cls_method=True)
-def from_preset(cls:TrainConfig, name:str, **kw):
-    "The preset `name` of `cls.presets` (field values by name), any field overridden by `kw`; an unknown name lists the known ones."
-    if name not in cls.presets: raise ValueError(f'--preset {name}: unknown; available: {", ".join(cls.presets) or "none"}')
-    return cls(**{**cls.presets[name], **kw})
 
 # %% ../nbs/04b_training.ipynb #e684289e
 @patch

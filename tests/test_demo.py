@@ -14,7 +14,7 @@ ENV_THREADS = {'OMP_NUM_THREADS': '1', 'CUDA_VISIBLE_DEVICES': ''}
 def demo(tmp_path_factory):
     import os
     out = tmp_path_factory.mktemp('demo')/'run'
-    cmd = console_script('beit-demo') + ['--out', str(out), '--epochs', '6', '--n-train', '384', '--n-val', '64']
+    cmd = console_script('beit-demo') + ['--run-dir', str(out), '--epochs', '6', '--n-train', '384', '--n-val', '64']
     r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **ENV_THREADS}, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return out, r.stdout, cmd

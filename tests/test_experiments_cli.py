@@ -18,7 +18,7 @@ def run(args, tmp):
     return subprocess.run(console_script('beit-experiments') + args, cwd=tmp, env=ENV, capture_output=True, text=True, timeout=900)
 
 def test_two_jobs(tmp_path):
-    p = run(TINY + ['--jobs', '2', '--out', str(tmp_path/'exp')], tmp_path)
+    p = run(TINY + ['--jobs', '2', '--run-dir', str(tmp_path/'exp')], tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads((tmp_path/'exp'/'results.json').read_text())
     assert res['config']['search'] == {'lr': [0.001]} and res['config']['seeds'] == [0, 1] and res['jobs'] == 2
@@ -35,6 +35,6 @@ def test_two_jobs(tmp_path):
 
 def test_bad_flags(tmp_path):
     for args, msg in ((['--arms', 'beit,mae'], "arms ['mae']: unknown"), (['--search', 'lr'], '--search lr: expected')):
-        p = run(args + ['--out', str(tmp_path/'x')], tmp_path)
+        p = run(args + ['--run-dir', str(tmp_path/'x')], tmp_path)
         assert p.returncode != 0 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr[-2000:]
         assert not (tmp_path/'x').exists()

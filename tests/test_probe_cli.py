@@ -33,7 +33,7 @@ def start(args):
 def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp('probe')
     write_folder(d/'data')
-    bad = start(['--data', str(d/'data'), *MODEL, '--blocks', '0,5', '--out', str(d/'bad')])   # needs no checkpoint: start it first
+    bad = start(['--data', str(d/'data'), *MODEL, '--blocks', '0,5', '--run-dir', str(d/'bad')])   # needs no checkpoint: start it first
     import torch, timm
     import beit_nb.backbone  # registers beit_tiny_patch8_64_8k_vocab
     from beit_nb.checkpoint import save_beit_checkpoint
@@ -41,9 +41,9 @@ def runs(tmp_path_factory):
     ck = save_beit_checkpoint(timm.create_model('beit_tiny_patch8_64_8k_vocab', img_size=32, depth=2, vocab_size=64), d/'mim.safetensors',
                               metadata=dict(mean=json.dumps(IMNET[0]), std=json.dumps(IMNET[1])))    # as beit-pretrain records them
     ok = start(['--checkpoint', str(ck), '--data', str(d/'data'), *MODEL, '--knn-k', '3', '--epochs', '5', '--blocks', 'all',
-                '--pool', 'mean,cls+mean', '--out', str(d/'out')])
+                '--pool', 'mean,cls+mean', '--run-dir', str(d/'out')])
     official = start(['--checkpoint', str(ck), '--data', str(d/'data'), *MODEL, '--epochs', '3', '--protocol', 'official',
-                      '--no-imagenet-mean-std', '--out', str(d/'official')])
+                      '--no-imagenet-mean-std', '--run-dir', str(d/'official')])
     res = {}
     for name, p in (('ok', ok), ('bad', bad), ('official', official)):
         out, err = p.communicate(timeout=300)

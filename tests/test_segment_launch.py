@@ -2,7 +2,8 @@
 fixed step and resumed with `--resume auto`, ending at the same step with the same loss curve, learning rates and
 validation mIoU as an uninterrupted 2-process run (same data order, joint augmentations and stochastic depth; the
 BatchNorm statistics travel in the checkpoint; the validation images split over the two processes); then `--predict` and
-`--eval-only` (the `beit-segment` function, in one process) on the trained segmentor, and one-line errors.
+`--eval-only` (the `beit-segment` function, in one process) on the trained segmentor, and one-line errors. Also: a
+mid-run pretraining checkpoint (`checkpoint-N.pt`) hands its normalisation to fine-tuning and segmentation.
 
 Each run: beit_tiny (2 blocks) + UPerNet (32 channels) at 32 px crops on the demo scenes in the ADE20K layout (48
 training / 12 validation, 6 shape classes, background ignored), batch 4 per process (global 8), 12 iterations = 2 passes of 6 steps, drop path 0.1."""
@@ -107,3 +108,32 @@ def test_cli_predict_eval_and_errors(reference, tmp_path):
                       (['--data', str(tmp_path/'flat')], f'beit-segment: --data {tmp_path/"flat"}: no such folder')):
         with pytest.raises(SystemExit) as e: beit_segment(args)
         assert str(e.value) == msg
+
+def test_mid_run_pretraining_checkpoint_normalisation(tmp_path, capsys):
+    "A pretraining run's `checkpoint-N.pt` says how its inputs were normalised (its `config.imagenet_mean_std`, as Checkpointer saves it): fine-tuning and segmentation from it use that."
+    from beit_nb.checkpoint import read_checkpoint
+    from beit_nb.finetune import FinetuneConfig, finetune_learner
+    from beit_nb.pretrain import beit_pretrain
+    from beit_nb.segmentation import SegConfig, segment_learner
+    # the demo pretraining normalises with 0.5/0.5 (--no-imagenet-mean-std); 2 passes of 2 steps, a checkpoint after each step
+    beit_pretrain(['--preset', 'demo', '--n-demo', '32', '--batch-size', '16', '--epochs', '2', '--warmup-epochs', '1', '--depth', '2',
+                   '--save-every', '1', '--keep-checkpoints', '10', '--num-workers', '0', '--no-progress', '--run-dir', str(tmp_path/'pre')])
+    ck = tmp_path/'pre/checkpoint-00000001.pt'                              # mid-run: step 1 of 4, no model.safetensors yet beside it
+    assert not beit_pretrain.result.cfg.imagenet_mean_std
+    info = read_checkpoint(ck)[1]
+    assert info['mean_std'] == ((0.5,) * 3, (0.5,) * 3) and 'imagenet_mean_std=False' in info['mean_std_source'], info
+    capsys.readouterr()
+    seg = segment_learner(SegConfig.from_preset('demo', n_demo=8, depth=2, crop_size=32, stride=32, channels=16, aux_channels=8),
+                          checkpoint=str(ck), run_dir=tmp_path/'seg', progress=False)
+    out = capsys.readouterr().out                                           # segmentation's fallback would be ImageNet's
+    assert seg.mean_std == ((0.5,) * 3, (0.5,) * 3)
+    assert "inputs normalised as the checkpoint records (the run checkpoint's config: imagenet_mean_std=False)" in out, out[-2000:]
+    ft = finetune_learner(FinetuneConfig.from_preset('demo', n_demo=12, depth=2, epochs=1, batch_size=4), checkpoint=str(ck), run_dir=tmp_path/'ft',
+                          progress=False)
+    out = capsys.readouterr().out                                           # fine-tuning's fallback is 0.5/0.5 too: the source says
+    assert "inputs normalised as the checkpoint records (the run checkpoint's config: imagenet_mean_std=False)" in out, out[-2000:]
+    # and ImageNet's, for a run that pretrained with it (Checkpointer's entries, the config as asdict writes it)
+    import torch
+    torch.save(dict(torch.load(ck, weights_only=True), config=dict(torch.load(ck, weights_only=True)['config'], imagenet_mean_std=True)),
+               tmp_path/'imnet.pt')
+    assert read_checkpoint(tmp_path/'imnet.pt')[1]['mean_std'] == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
