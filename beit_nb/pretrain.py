@@ -28,9 +28,9 @@ from .run_files import BatchAccuracy
 from .recipe import Run, check_inputs, start_run, resumable_learner, train_and_save, recipe_command, make_adamw
 
 # %% auto #0
-__all__ = ['beit_pretrain', 'PretrainConfig', 'pretrain_no_decay', 'MIMCallback', 'masking_generator', 'pixel_head_size',
-           'PixelRegressionCallback', 'build_model', 'pretrain_learner', 'pretrain', 'heldout_views', 'heldout_set',
-           'parse_nan_batches']
+__all__ = ['beit_pretrain', 'PretrainConfig', 'pretrain_no_decay', 'MIMCallback', 'DeviceViewsCallback', 'masking_generator',
+           'pixel_head_size', 'PixelRegressionCallback', 'build_model', 'pretrain_learner', 'pretrain', 'heldout_views',
+           'heldout_set', 'parse_nan_batches']
 
 # %% ../nbs/05_pretrain.ipynb #b73af731
 @dataclass
@@ -57,6 +57,8 @@ class PretrainConfig(TrainConfig):
     imagenet_mean_std: bool = True        # view 1 normalised with ImageNet mean/std (the published command); else 0.5/0.5
     color_jitter: float = 0.4             # colour jitter strength
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])   # random-resized-crop area range lo,hi (official: 0.08,1)
+    color_jitter_on: str = 'auto'         # where colour jitter runs: cpu (PIL, the reference), device (batched on the GPU from the workers' draws), auto (device on CUDA)
+    decode_draft: bool = False            # decode JPEGs at 1/2-1/8 scale when the crop is at least twice view 1's side (close, not exact; 00a)
     masking: str = 'block'                # block: Algorithm 1 (the paper); random: uniform, same count (Table 4)
     target: str = 'tokens'                # tokens: visual tokens (the paper); pixels: regress the masked patches' pixels (Table 4; no tokenizer)
     pixel_norm: bool = True               # target pixels: each target patch standardised (zero mean, unit variance); else raw [0,1] pixels
@@ -77,6 +79,7 @@ class PretrainConfig(TrainConfig):
         if self.masking not in ('block', 'random'): self._bad('masking', "'block' or 'random'")
         if self.target not in ('tokens', 'pixels'): self._bad('target', "'tokens' or 'pixels'")
         self.crop_scale = check_crop_scale(self.crop_scale, type(self).__name__)
+        if self.color_jitter_on not in ('auto', 'cpu', 'device'): self._bad('color_jitter_on', "'auto', 'cpu' or 'device'")
 
 # %% ../nbs/05_pretrain.ipynb #f0c75f4f
 PretrainConfig.presets = {
@@ -117,6 +120,24 @@ class MIMCallback(Callback):
         with torch.no_grad(), torch.autocast(view2.device.type, enabled=False):   # labels in fp32, whatever encloses us
             labels = mim_labels(self.tokenizer, x, mask)
         self.learn.xb, self.learn.yb = (view1, mask), (labels,)
+
+# %% ../nbs/05_pretrain.ipynb #f8fc3b61
+from .data import ImageFiles
+from .fast_views import FastPretrainTransform, LazyImages, resolve_color_jitter_on, views_to_float
+
+class DeviceViewsCallback(Callback):
+    "The workers' uint8 views → the float views `MIMCallback`/`PixelRegressionCallback` read: colour jitter (if the draws came along), conversion, normalisation."
+    order = MIMCallback.order - 1                          # on the device already (AcceleratedTraining), before the targets are made
+    def __init__(self, mean, std): self.mean, self.std = tuple(mean), tuple(std)
+
+    def views(self, view1, view2, jitter=None):
+        "Float views of a uint8 batch: view 1 normalised, view 2 in [0, 1] (`views_to_float`), in fp32 whatever encloses us."
+        with torch.no_grad(), torch.autocast(view1.device.type, enabled=False):
+            return views_to_float(view1, view2, self.mean, self.std, jitter)
+
+    def before_batch(self):
+        xb = self.learn.xb                                 # (view1, view2) or (view1, view2, jitter records); the mask is yb
+        if xb[0].dtype == torch.uint8: self.learn.xb = self.views(*xb[:3])
 
 # %% ../nbs/05_pretrain.ipynb #271f96b0
 def masking_generator(cfg:PretrainConfig, grid, seed=None):
@@ -186,19 +207,24 @@ def _check_fits(cfg:PretrainConfig, tok, model):
                          f'{grid[0] * grid[1]} patches (the paper masks 75 of 196, about 40%)')
 
 # %% ../nbs/05_pretrain.ipynb #93bc140e
+from .shards import open_images
+
 def _pretrain_images(cfg:PretrainConfig, data):
-    "The images to pretrain on: the folder `data` (ImageNet layout or any folder of images), or `cfg.n_demo` synthetic scenes."
+    "The images to pretrain on: the folder `data` (a shard folder, an ImageNet-layout folder or any folder of images), or `cfg.n_demo` synthetic scenes."
     if data is None:
         from beit_nb.synthetic import SceneImages   # the demo only
         return SceneImages(cfg.n_demo, cfg.input_size, seed=cfg.seed)
-    return UnlabeledImageFolder(data)
+    return open_images(data, labelled=False)        # a shard folder (beit-write-shards, 00c) reads as the folder it was written from
 
 # %% ../nbs/05_pretrain.ipynb #48d78a1c
 def _pretrain_data(cfg:PretrainConfig, data, grid) -> SeededSamples:
-    "The masked two-view dataset: every random draw of a sample seeded from (seed, epoch, index)."
-    tfm = BeitPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter, scale=cfg.crop_scale,
-                                masking=masking_generator(cfg, grid), imagenet_default_mean_and_std=cfg.imagenet_mean_std)
-    return SeededSamples(_pretrain_images(cfg, data), tfm, cfg.seed)
+    "The masked two-view dataset: uint8 views (`DeviceViewsCallback` makes them float on the device), every random draw of a sample seeded from (seed, epoch, index)."
+    tfm = FastPretrainTransform(cfg.input_size, cfg.second_input_size, color_jitter=cfg.color_jitter, scale=cfg.crop_scale,
+                                masking=masking_generator(cfg, grid), imagenet_default_mean_and_std=cfg.imagenet_mean_std,
+                                color_jitter_on=resolve_color_jitter_on(cfg.color_jitter_on), draft=cfg.decode_draft)
+    images = _pretrain_images(cfg, data)
+    if cfg.decode_draft and isinstance(images, ImageFiles): images = LazyImages(images)   # the transform decodes, at its crop's scale
+    return SeededSamples(images, tfm, cfg.seed)
 
 # %% ../nbs/05_pretrain.ipynb #79f89d5e
 def _objective(cfg:PretrainConfig, tok, model):
@@ -228,7 +254,8 @@ def pretrain_learner(cfg:PretrainConfig,
     _check_fits(cfg, tok, model)
     ds = _pretrain_data(cfg, data, _grid(model))
     loss_func, metrics, target_cb = _objective(cfg, tok, model)
-    learn = resumable_learner(run, ds, model, loss_func, metrics=metrics, cbs=[target_cb], no_decay=pretrain_no_decay(model, cfg),
+    views = DeviceViewsCallback(*input_mean_std(cfg.imagenet_mean_std))      # the workers' uint8 views → float, on the device
+    learn = resumable_learner(run, ds, model, loss_func, metrics=metrics, cbs=[views, target_cb], no_decay=pretrain_no_decay(model, cfg),
                               progress=progress, tensorboard=tensorboard, inject_nan_batches=inject_nan_batches,
                               trace_probe='lm_head.bias' if trace else None, kill_at_step=kill_at_step)
     learn.tokenizer = tok
