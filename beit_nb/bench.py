@@ -12,35 +12,44 @@ from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+from fastcore.basics import patch
 from fastcore.script import call_parse
 from .measure import (
-    machine_info, vit_macs, dalle_encoder_macs, step_flops, gpu_peak_flops, mfu, StepTimer, PeakMemory, make_row, run_passes,
-    format_table, write_results, trim_memory)
+    machine_info, vit_macs, dalle_encoder_macs, step_flops, gpu_peak_flops, mfu, StepTimer, timed, time_steps, trim_memory,
+    Runner, run_passes, Goal, rows_by_key, format_table, plot_steps, write_results)
 from .bench_components import (
-    write_jpegs, MASKS_ONE, MASKS_BATCH, MASKS_PLAIN, masking_rows, augmentation_rows, random_dalle_tokenizer, bf16_autocast,
-    channels_last_layout, tokenizer_rows, SegSpec, segmentation_rows)
+    write_imagenet_like, GPU_GOAL, MASKS_ONE, MASKS_BATCH, MASKS_PLAIN, masking_rows, augmentation_rows, random_dalle_tokenizer,
+    bf16_autocast, channels_last_layout, tokenizer_rows, SegSpec, segmentation_rows)
+from .pretrain import PretrainConfig
 
 # %% auto #0
-__all__ = ['PRESETS', 'LEARNER', 'BARE', 'HF', 'FLOOR', 'SECTIONS', 'ModelSpec', 'BenchPreset', 'make_batches', 'FastPath',
-           'learner_step', 'bare_step', 'hf_beit', 'hf_dalle_step', 'timm_floor', 'timm_floor_step',
-           'step_flops_per_image', 'step_rows', 'goals', 'profile_step', 'run_bench', 'beit_bench']
+__all__ = ['PRESETS', 'LEARNER', 'BARE', 'HF', 'FLOOR', 'GOALS', 'SECTIONS', 'ModelSpec', 'BenchPreset', 'make_batches',
+           'FastPath', 'learner_step', 'bare_step', 'hf_beit', 'hf_dalle_step', 'timm_floor', 'timm_floor_step',
+           'step_flops_per_image', 'StepRunner', 'step_rows', 'goals', 'profile_step', 'run_bench', 'beit_bench']
 
 # %% ../nbs/10b_bench.ipynb #aeb57c00
-@dataclass
+@dataclass(kw_only=True)
 class ModelSpec:
-    "One step configuration: a registered BEiT-for-MIM model (optionally with fewer blocks), view sizes, masking, DALL-E encoder."
+    "One step configuration: a label, the `PretrainConfig` it runs (model, view sizes, masking, batch) and its DALL-E encoder's size."
     label: str
-    model: str = 'beit_base_patch16_224_8k_vocab'
-    depth: int|None = None
-    input_size: int = 224
-    second_input_size: int = 112
-    num_masking_patches: int = 75
-    min_num_patches: int = 16
+    cfg: PretrainConfig = field(default_factory=PretrainConfig)   # the paper's BEiT-B/16 at 224 by default
     n_hid: int = 256                      # DALL-E encoder width (the released one: 256)
     n_blk_per_group: int = 2              # DALL-E encoder blocks per group (the released one: 2)
-    vocab_size: int = 8192
-    batch_size: int = 128
+    vocab_size: int = 8192                # visual tokens (the released encoder: 8192)
     fast_rows: bool = True                # also measure each fast-path switch on this model
+
+    @property
+    def dims(self) -> dict:
+        "The registered model's patch size, width, depth (or the config's override), heads and layer-scale init."
+        from beit_nb.backbone import MIM_CONFIGS
+        c = MIM_CONFIGS[self.cfg.model_name]
+        return dict(patch_size=c['patch_size'], embed_dim=c['embed_dim'], depth=self.cfg.depth or c['depth'],
+                    num_heads=c['num_heads'], init_values=c['init_values'])
+    @property
+    def grid(self) -> int: return self.cfg.input_size // self.dims['patch_size']
+    def tokenizer(self, device='cpu'):
+        "This spec's random-weight DALL-E tokenizer (`random_dalle_tokenizer`) on `device`."
+        return random_dalle_tokenizer(self.cfg.second_input_size, self.n_hid, self.n_blk_per_group, self.vocab_size, device)
 
 # %% ../nbs/10b_bench.ipynb #6c0351ee
 @dataclass
@@ -53,8 +62,8 @@ class BenchPreset:
     n_masks: int = 2000                   # masks per timed repeat of the masking benchmark
     aug_images: int = 32                  # images per timed repeat of the augmentation benchmark
     aug_size: tuple = (224, 112)          # the two views' sizes
-    photo_size: int|None = None           # centre-crop the photos to this size (None: as they are, 300-1000 px)
-    loader_workers: int = 2               # worker processes of the data-loading row
+    image_scale: float = 1.               # the ImageNet-like JPEGs' sizes × this (1: ImageNet's)
+    loader_workers: tuple = (2,)          # worker counts of the data-loading rows (the step rows use the largest)
     tok_size: int = 112                   # tokenizer benchmark: input size, encoder width, blocks per group, batch
     tok_n_hid: int = 256
     tok_blocks: int = 2
@@ -65,42 +74,43 @@ class BenchPreset:
     combine: bool = True                  # also measure every winning switch at once
 
 # %% ../nbs/10b_bench.ipynb #a96e2136
-def _cpu_models(): return [ModelSpec('BEiT-tiny/8 @64', 'beit_tiny_patch8_64_8k_vocab', None, 64, 64, 26, 4, 64, 1, 8192, 16)]
+_TINY = dict(model_name='beit_tiny_patch8_64_8k_vocab', input_size=64, num_masking_patches=26, min_num_patches=4)
 
 PRESETS = {
-    'smoke': BenchPreset('smoke', [ModelSpec('BEiT-tiny/8 @32, 1 block', 'beit_tiny_patch8_64_8k_vocab', 1, 32, 32, 6, 2,
-                                             64, 1, 512, 4)],
-                         warmup=1, repeats=2, n_masks=100, aug_images=4, aug_size=(64, 32), photo_size=96, loader_workers=1, tok_size=32,
-                         tok_n_hid=64, tok_blocks=1, tok_batch=2, combine=False,
+    'smoke': BenchPreset('smoke', [ModelSpec(label='BEiT-tiny/8 @32, 1 block', n_hid=64, n_blk_per_group=1, vocab_size=512,
+                                             cfg=PretrainConfig(**{**_TINY, 'input_size': 32, 'num_masking_patches': 6, 'min_num_patches': 2},
+                                                                depth=1, second_input_size=32, batch_size=4))],
+                         warmup=1, repeats=2, n_masks=100, aug_images=4, aug_size=(64, 32), image_scale=.25, loader_workers=(1,),
+                         tok_size=32, tok_n_hid=64, tok_blocks=1, tok_batch=2, combine=False,
                          seg=[SegSpec('BEiT-tiny/8 (1 block) + UPerNet', 'beit_tiny_patch8_64_8k_vocab', 32, 21, (32, 43), 16, 6, 1)]),
-    'cpu': BenchPreset('cpu', _cpu_models(), warmup=2, repeats=5, n_masks=2000, aug_images=24, loader_workers=2, tok_batch=4,
-                       passes=2, seg=[SegSpec('demo segmentor: BEiT-tiny/8 + UPerNet', 'beit_tiny_patch8_64_8k_vocab', 64, 43, (64, 86), 64, 6)]),
-    'gpu': BenchPreset('gpu', [ModelSpec('BEiT-B/16 @224'),
-                               ModelSpec('BEiT-L/16 @224', 'beit_large_patch16_224_8k_vocab', fast_rows=False)],
-                       warmup=5, repeats=10, n_masks=5000, aug_images=128, loader_workers=8, tok_batch=128,
+    'cpu': BenchPreset('cpu', [ModelSpec(label='BEiT-tiny/8 @64', n_hid=64, n_blk_per_group=1,
+                                         cfg=PretrainConfig(**_TINY, second_input_size=64, batch_size=16))],
+                       warmup=2, repeats=5, n_masks=2000, aug_images=24, loader_workers=(2,), tok_batch=4, passes=2,
+                       seg=[SegSpec('demo segmentor: BEiT-tiny/8 + UPerNet', 'beit_tiny_patch8_64_8k_vocab', 64, 43, (64, 86), 64, 6)]),
+    'gpu': BenchPreset('gpu', [ModelSpec(label='BEiT-B/16 @224', cfg=PretrainConfig(batch_size=128)),
+                               ModelSpec(label='BEiT-L/16 @224', cfg=PretrainConfig.from_preset('large', batch_size=128), fast_rows=False)],
+                       warmup=5, repeats=10, n_masks=5000, aug_images=128, loader_workers=(4, 8, 14), tok_batch=128,
                        seg=[SegSpec('BEiT-B/16 + UPerNet'), SegSpec('BEiT-B/16 + UPerNet', crop=640, stride=426, image=(640, 853)),
                             SegSpec('BEiT-L/16 + UPerNet', 'beit_large_patch16_224', 640, 426, (640, 853), 1024)]),
 }
 
 # %% ../nbs/10b_bench.ipynb #a72f2bd0
-def _grid(spec:ModelSpec) -> int:
-    import beit_nb.backbone
-    from beit_nb.backbone import MIM_CONFIGS
-    return spec.input_size // MIM_CONFIGS[spec.model]['patch_size']
-
 def make_batches(spec:ModelSpec, n:int, device='cpu', exact:bool=True, seed:int=0) -> list[tuple]:
     "`n` batches `(view1, view2, masks [B,h,w], all-token labels [B,h·w])` of `spec`'s sizes on `device`."
     from beit_nb.masking import MaskingGenerator
-    g, B = _grid(spec), spec.batch_size
-    gen = MaskingGenerator(g, spec.num_masking_patches, spec.min_num_patches, exact=exact, seed=seed)
+    c, g = spec.cfg, spec.grid; B = c.batch_size
+    gen = MaskingGenerator(g, c.num_masking_patches, c.min_num_patches, exact=exact, seed=seed)
     torch.manual_seed(seed); out = []
     for _ in range(n):
-        out.append((torch.randn(B, 3, spec.input_size, spec.input_size).to(device),
-                    torch.rand(B, 3, spec.second_input_size, spec.second_input_size).to(device),
+        out.append((torch.randn(B, 3, c.input_size, c.input_size).to(device),
+                    torch.rand(B, 3, c.second_input_size, c.second_input_size).to(device),
                     torch.from_numpy(gen.masks(B)).to(device), torch.randint(0, spec.vocab_size, (B, g * g)).to(device)))
     return out
 
 # %% ../nbs/10b_bench.ipynb #28150466
+_SWITCHES = (('fused_adamw', 'fused AdamW'), ('bf16', 'bf16'), ('channels_last', 'channels-last'), ('exact_masks', 'exact masks'),
+             ('compile', 'compile'), ('sdpa_bias', 'SDPA-layout bias'), ('non_blocking', 'non-blocking copies'))
+
 @dataclass
 class FastPath:
     "Switches of beit_nb's pretraining step; the defaults are what `beit-pretrain` does today."
@@ -116,19 +126,23 @@ class FastPath:
     def resolved_bf16(self) -> bool:
         from beit_nb.training import resolve_mixed_precision
         return resolve_mixed_precision('auto') == 'bf16' if self.bf16 is None else bool(self.bf16)
+    def _on(self, k:str) -> bool: return self.resolved_bf16() if k == 'bf16' else getattr(self, k)
+    def changed(self) -> list[str]:
+        "The switches turned away from the shipped step, in `_SWITCHES`' order."
+        return [k for k, _ in _SWITCHES if self._on(k) != FastPath()._on(k)]
 
-    def describe(self) -> str:
-        "The switches that differ from the shipped step, e.g. 'fused AdamW, bf16'; 'as shipped' if none."
-        d = FastPath(); out = []
-        if self.fused_adamw != d.fused_adamw: out.append(f'fused AdamW {"on" if self.fused_adamw else "off"}')
-        if self.resolved_bf16() != d.resolved_bf16(): out.append(f'bf16 {"on" if self.resolved_bf16() else "off"}')
-        if self.channels_last != d.channels_last: out.append(f'channels-last {"on" if self.channels_last else "off"}')
-        if self.exact_masks != d.exact_masks: out.append(f'exact masks {"on" if self.exact_masks else "off"}')
-        if self.compile != d.compile: out.append(f'compile {"on" if self.compile else "off"}')
-        if self.sdpa_bias != d.sdpa_bias: out.append(f'SDPA-layout bias {"on" if self.sdpa_bias else "off"}')
-        if self.non_blocking != d.non_blocking: out.append(f'non-blocking copies {"on" if self.non_blocking else "off"}')
-        if self.loader_workers is not None: out.append(f'fed by its DataLoader, {self.loader_workers} worker(s)')
-        return ', '.join(out) or 'as shipped'
+# %% ../nbs/10b_bench.ipynb #5a7c9e1f
+@patch
+def describe(self:FastPath) -> str:
+    "The switches that differ from the shipped step, e.g. 'fused AdamW on, bf16 on'; 'as shipped' if none."
+    out = [f'{label} {"on" if self._on(k) else "off"}' for k, label in _SWITCHES if k in self.changed()]
+    if self.loader_workers is not None: out.append(f'fed by its DataLoader, {self.loader_workers} worker(s)')
+    return ', '.join(out) or 'as shipped'
+
+@patch(as_prop=True)
+def key(self:FastPath) -> str:
+    "The row's key: 'step.learner', then '+switch' for each switch turned and '+loaderK' when its DataLoader feeds it."
+    return 'step.learner' + ''.join(f'+{k}' for k in self.changed()) + ('' if self.loader_workers is None else f'+loader{self.loader_workers}')
 
 # %% ../nbs/10b_bench.ipynb #c499fdec
 def _ticks(timer:StepTimer):
@@ -139,7 +153,7 @@ def _ticks(timer:StepTimer):
         order = -1000
         def before_batch(self): timer.mark('start')
         def before_step(self): timer.mark('fb')
-        def after_train(self): timer.mark('start')             # closes the last step
+        def after_train(self): timer.stop()                    # closes the last step
     class TickTokens(Callback):
         order = MIMCallback.order + 1
         def before_batch(self): timer.mark('tok')
@@ -155,13 +169,10 @@ class _Batches(Dataset):
     def __len__(self): return len(self.batches)
     def __getitem__(self, i): return self.batches[i]
 
-def _pretrain_cfg(spec:ModelSpec, fast:FastPath):
-    from beit_nb.pretrain import PretrainConfig
-    return PretrainConfig(model_name=spec.model, depth=spec.depth, input_size=spec.input_size, second_input_size=spec.second_input_size,
-                        num_masking_patches=spec.num_masking_patches, min_num_patches=spec.min_num_patches,
-                        batch_size=spec.batch_size, base_batch=spec.batch_size, epochs=1, warmup_epochs=0,
-                        mixed_precision='bf16' if fast.resolved_bf16() else 'no', compile=fast.compile,
-                        num_workers=fast.loader_workers or 0, save_every=0)
+def _pretrain_cfg(spec:ModelSpec, fast:FastPath, batch:int|None=None) -> PretrainConfig:
+    b = batch or spec.cfg.batch_size
+    return replace(spec.cfg, batch_size=b, base_batch=b, epochs=1, warmup_epochs=0, save_every=0, compile=fast.compile,
+                   mixed_precision='bf16' if fast.resolved_bf16() else 'no', num_workers=fast.loader_workers or 0)
 
 # %% ../nbs/10b_bench.ipynb #8b5057b5
 def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(), warmup:int=2, device=None) -> dict:
@@ -174,9 +185,7 @@ def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(
     from beit_nb.training import AcceleratedTraining
     from beit_nb.run_files import Checkpointer
     device = torch.device(device or batches[0][0].device)
-    cfg = _pretrain_cfg(spec, fast)
-    timer = StepTimer(device)
-    batches = [b[:3] for b in batches]
+    cfg, batches = _pretrain_cfg(spec, fast, len(batches[0][0])), [b[:3] for b in batches]
     with tempfile.TemporaryDirectory() as run, contextlib.redirect_stdout(io.StringIO()):
         torch.manual_seed(0)
         learn = pretrain_learner(cfg, data=data_dir, tokenizer=tok, run_dir=run, progress=False)
@@ -189,18 +198,9 @@ def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(
         if fast.loader_workers is None:                                  # the compute alone: batches already made
             dl = DataLoader(_Batches(batches), batch_size=None)
             learn.dls = DataLoaders(dl, dl)
-        learn.add_cbs(_ticks(timer))
-        with PeakMemory(device) as pm: learn.fit(1)
+        res = timed(lambda timer: (learn.add_cbs(_ticks(timer)), learn.fit(1)), device, warmup)
     del learn; trim_memory()
-    return dict(timer.summary(warmup), peak_mb=pm.mb, mem_kind=pm.kind, precision='bf16' if fast.resolved_bf16() else 'fp32')
-
-# %% ../nbs/10b_bench.ipynb #453de0ed
-def _timed_loop(step, batches, device, warmup) -> dict:
-    timer = StepTimer(device)
-    with PeakMemory(device) as pm:
-        for b in batches: timer.mark('start'); step(b, timer)
-        timer.mark('start')
-    return dict(timer.summary(warmup), peak_mb=pm.mb, mem_kind=pm.kind)
+    return dict(res, precision='bf16' if fast.resolved_bf16() else 'fp32')
 
 # %% ../nbs/10b_bench.ipynb #6e61a423
 def bare_step(spec:ModelSpec, batches, tok, fast:FastPath=FastPath(), warmup:int=2, device=None) -> dict:
@@ -209,7 +209,7 @@ def bare_step(spec:ModelSpec, batches, tok, fast:FastPath=FastPath(), warmup:int
     from beit_nb.recipe import make_adamw
     from beit_nb.mim import mim_labels, mim_loss
     device = torch.device(device or batches[0][0].device)
-    cfg = _pretrain_cfg(spec, fast); bf16 = fast.resolved_bf16()
+    cfg, bf16 = _pretrain_cfg(spec, fast, len(batches[0][0])), fast.resolved_bf16()
     torch.manual_seed(0)
     model = build_model(cfg, tok.vocab_size).to(device).train()
     model.sdpa_bias = fast.sdpa_bias
@@ -224,24 +224,18 @@ def bare_step(spec:ModelSpec, batches, tok, fast:FastPath=FastPath(), warmup:int
         loss.backward(); timer.mark('fb')
         nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
         opt.step(); opt.zero_grad(set_to_none=True); timer.mark('opt')
-    with channels_last_layout(tok, fast.channels_last): out = _timed_loop(step, batches, device, warmup)
+    with channels_last_layout(tok, fast.channels_last): out = time_steps(step, batches, device, warmup)
     del model, opt, fwd; trim_memory()
     return dict(out, precision='bf16' if bf16 else 'fp32')
 
 # %% ../nbs/10b_bench.ipynb #687f702a
-def _dims(spec:ModelSpec) -> dict:
-    from beit_nb.backbone import MIM_CONFIGS
-    c = MIM_CONFIGS[spec.model]
-    return dict(patch_size=c['patch_size'], embed_dim=c['embed_dim'], depth=spec.depth or c['depth'], num_heads=c['num_heads'],
-                init_values=c['init_values'])
-
 def hf_beit(spec:ModelSpec, drop_path:float=0.1):
     "transformers' `BeitForMaskedImageModeling` at `spec`'s size, random weights."
     from transformers import BeitConfig, BeitForMaskedImageModeling
-    d = _dims(spec)
+    d = spec.dims
     cfg = BeitConfig(vocab_size=spec.vocab_size, hidden_size=d['embed_dim'], num_hidden_layers=d['depth'],
                      num_attention_heads=d['num_heads'], intermediate_size=4 * d['embed_dim'], hidden_dropout_prob=0.,
-                     attention_probs_dropout_prob=0., image_size=spec.input_size, patch_size=d['patch_size'], use_mask_token=True,
+                     attention_probs_dropout_prob=0., image_size=spec.cfg.input_size, patch_size=d['patch_size'], use_mask_token=True,
                      use_absolute_position_embeddings=False, use_relative_position_bias=False,
                      use_shared_relative_position_bias=True, layer_scale_init_value=d['init_values'], drop_path_rate=drop_path,
                      layer_norm_eps=1e-6)
@@ -258,7 +252,7 @@ def _peer_loop(model, batches, labels_of, loss_of, device, bf16:bool, warmup:int
         loss.backward(); timer.mark('fb')
         nn.utils.clip_grad_norm_(model.parameters(), 3.0)
         opt.step(); opt.zero_grad(set_to_none=True); timer.mark('opt')
-    out = _timed_loop(step, batches, device, warmup)
+    out = time_steps(step, batches, device, warmup)
     del opt; trim_memory()
     return dict(out, precision='bf16' if bf16 else 'fp32')
 
@@ -278,11 +272,11 @@ def hf_dalle_step(spec:ModelSpec, batches, tok, bf16:bool=False, warmup:int=2, d
 def timm_floor(spec:ModelSpec, drop_path:float=0.1) -> nn.Module:
     "timm's `Beit` at `spec`'s size (shared relative position bias, layer scale) + `nn.Linear(D, vocab)` on every patch token."
     from timm.models.beit import Beit
-    d = _dims(spec)
+    d = spec.dims
     class Floor(nn.Module):
         def __init__(self):
             super().__init__()
-            self.beit = Beit(img_size=spec.input_size, patch_size=d['patch_size'], embed_dim=d['embed_dim'], depth=d['depth'],
+            self.beit = Beit(img_size=spec.cfg.input_size, patch_size=d['patch_size'], embed_dim=d['embed_dim'], depth=d['depth'],
                              num_heads=d['num_heads'], num_classes=0, global_pool='', use_abs_pos_emb=False,
                              use_rel_pos_bias=False, use_shared_rel_pos_bias=True, init_values=d['init_values'],
                              drop_path_rate=drop_path, norm_layer=nn.LayerNorm)
@@ -304,10 +298,10 @@ LEARNER, BARE, HF, FLOOR = ('beit_nb Learner (beit-pretrain)', 'beit_nb bare loo
 
 def step_flops_per_image(spec:ModelSpec, floor:bool=False) -> int:
     "FLOPs of one image's MIM step at `spec` (backbone fwd+bwd with the head on the masked tokens, tokenizer fwd); `floor`: head on all, no tokenizer."
-    d = _dims(spec); n = (spec.input_size // d['patch_size']) ** 2
-    vit = vit_macs(spec.input_size, d['patch_size'], d['embed_dim'], d['depth'], 4., n if floor else spec.num_masking_patches,
+    c, d = spec.cfg, spec.dims
+    vit = vit_macs(c.input_size, d['patch_size'], d['embed_dim'], d['depth'], 4., spec.grid ** 2 if floor else c.num_masking_patches,
                    spec.vocab_size)
-    return step_flops(vit, 0 if floor else dalle_encoder_macs(spec.second_input_size, spec.n_hid, spec.n_blk_per_group, spec.vocab_size))
+    return step_flops(vit, 0 if floor else dalle_encoder_macs(c.second_input_size, spec.n_hid, spec.n_blk_per_group, spec.vocab_size))
 
 def _merge(fs:list) -> FastPath:
     "One FastPath with every switch that any of `fs` turns away from the shipped default."
@@ -317,95 +311,113 @@ def _merge(fs:list) -> FastPath:
             if v != getattr(d, k): setattr(out, k, v)
     return out
 
+# %% ../nbs/10b_bench.ipynb #0b2d4f6a
+class StepRunner(Runner):
+    "One training-step row of `spec`: `fn(batches)` → timing fields, on the pre-made `batches` cut to the batch measured; MFU on a known GPU."
+    def __init__(self, key:str, name:str, spec:ModelSpec, fn, batches, device='cpu', note:str='', floor:bool=False,
+                 fast:FastPath|None=None):
+        super().__init__(key, name, spec.cfg.batch_size, device, note)
+        self.section = f'step: {spec.label}, batch {spec.cfg.batch_size}'
+        self.spec, self.fn, self.batches, self.floor, self.fast = spec, fn, batches, floor, fast   # fast: a Learner row's switches
+    def measure(self, batch:int) -> dict: return self.fn([tuple(t[:batch] for t in b) for b in self.batches])
+    def rows(self, res:dict) -> list[dict]:
+        row = Runner.rows(self, res)[0]; dev = torch.device(self.device)
+        peak = gpu_peak_flops(torch.cuda.get_device_name(dev)) if dev.type == 'cuda' else None
+        return [dict(row, mfu=mfu(row['throughput'], step_flops_per_image(self.spec, self.floor), peak))]
+
 # %% ../nbs/10b_bench.ipynb #fe946814
+def _step_runners(spec, batches, loose, tok, data_dir, warmup, device, compile, loader_workers) -> list[StepRunner]:
+    bf16, cuda = FastPath().resolved_bf16(), torch.device(device).type == 'cuda'
+    run = lambda key, name, fn, note, floor=False: StepRunner(key, name, spec, fn, batches, device, note, floor)
+    learner = lambda f, note: StepRunner(f.key, LEARNER if f == FastPath() else f'beit_nb Learner, {f.describe()}', spec,
+                                         lambda b: learner_step(spec, b, tok, data_dir, f, warmup, device),
+                                         batches if f.exact_masks else loose, device, note, fast=f)
+    out = [learner(FastPath(), 'as shipped'),
+           run('step.bare', BARE, lambda b: bare_step(spec, b, tok, FastPath(), warmup), 'same model/tokenizer/optimizer, plain loop'),
+           run('step.hf', HF, lambda b: hf_dalle_step(spec, b, tok, bf16, warmup), 'transformers + dall-e Encoder'),
+           run('step.floor', FLOOR, lambda b: timm_floor_step(spec, b, bf16, warmup), 'no tokenizer, no mask', floor=True)]
+    if not spec.fast_rows: return out
+    toggles = [FastPath(fused_adamw=True), FastPath(bf16=not bf16), FastPath(channels_last=False), FastPath(exact_masks=False),
+               FastPath(sdpa_bias=False)] + [FastPath(non_blocking=False)] * cuda + [FastPath(compile=True)] * compile
+    feeds = [FastPath(loader_workers=k) for k in dict.fromkeys([0, loader_workers]) if k is not None]   # its own loader over the JPEGs
+    return (out + [learner(f, 'one switch') for f in toggles]
+            + [learner(f, 'data loading included' + (': pinned, non-blocking' if cuda else '')) for f in feeds])
+
+# %% ../nbs/10b_bench.ipynb #1d3f5b7c
 def step_rows(spec:ModelSpec, data_dir, warmup:int=2, repeats:int=5, device='cpu', compile:bool=False, passes:int=1,
               combine:bool=True, loader_workers:int|None=None, log=print) -> list[dict]:
-    "The training-step rows of `spec`: beit_nb's Learner, bare loop, HF + dall-e, timm floor, and the fast-path switches."
-    device = torch.device(device)
-    n = warmup + repeats + 1
-    batches, tok = make_batches(spec, n, device), random_dalle_tokenizer(spec, device=device)
-    bf16 = FastPath().resolved_bf16()
-    peak = gpu_peak_flops(torch.cuda.get_device_name(device)) if device.type == 'cuda' else None
-    title = f'{spec.label}, batch {spec.batch_size}'
-    def row(name, res, floor=False, note=''):
-        rate = spec.batch_size / (res['step_ms'] / 1e3)
-        return make_row(f'step: {title}', name, rate, 'img/s', batch=spec.batch_size,
-                        **{k: res.get(k) for k in ('step_ms', 'tok_ms', 'fb_ms', 'opt_ms', 'other_ms', 'peak_mb', 'mem_kind', 'precision')},
-                        mfu=mfu(rate, step_flops_per_image(spec, floor), peak), note=note)
-    jobs = [(LEARNER, lambda: learner_step(spec, batches, tok, data_dir, FastPath(), warmup)),
-            (BARE, lambda: bare_step(spec, batches, tok, FastPath(), warmup)),
-            (HF, lambda: hf_dalle_step(spec, batches, tok, bf16, warmup)),
-            (FLOOR, lambda: timm_floor_step(spec, batches, bf16, warmup))]
-    notes = {LEARNER: 'as shipped', BARE: 'same model/tokenizer/optimizer, plain loop', HF: 'transformers + dall-e Encoder',
-             FLOOR: 'no tokenizer, no mask'}
-    toggles = []
-    if spec.fast_rows:
-        toggles = [FastPath(fused_adamw=True), FastPath(bf16=not bf16), FastPath(channels_last=False), FastPath(exact_masks=False),
-                   FastPath(sdpa_bias=False)]
-        if device.type == 'cuda': toggles.append(FastPath(non_blocking=False))
-        if compile: toggles.append(FastPath(compile=True))
-        loose = make_batches(spec, n, device, exact=False)
-        for f in toggles:
-            jobs.append((f'beit_nb Learner, {f.describe()}', lambda f=f: learner_step(spec, batches if f.exact_masks else loose, tok,
-                                                                                      data_dir, f, warmup)))
-    feeds = [FastPath(loader_workers=k) for k in dict.fromkeys([0, loader_workers]) if k is not None] if spec.fast_rows else []
-    for f in feeds:                                   # the same step fed by its own DataLoader over the JPEGs
-        jobs.append((f'beit_nb Learner, {f.describe()}', lambda f=f: learner_step(spec, batches, tok, data_dir, f, warmup, device)))
-        notes[jobs[-1][0]] = 'data loading included' + (': pinned, non-blocking' if device.type == 'cuda' else '')
-    res = run_passes(jobs, passes, log)
-    rows = [row(name, res[name], floor=name == FLOOR, note=notes.get(name, 'one switch')) for name, _ in jobs]
-    won = [f for f, r in zip(toggles, rows[4:4 + len(toggles)]) if r['throughput'] > rows[0]['throughput']]
+    "The training-step rows of `spec`: beit_nb's Learner, bare loop, HF + dall-e, timm floor, the fast-path switches and the loader."
+    device, n = torch.device(device), warmup + repeats + 1
+    batches, tok = make_batches(spec, n, device), spec.tokenizer(device)
+    loose = make_batches(spec, n, device, exact=False) if spec.fast_rows else batches
+    runners = _step_runners(spec, batches, loose, tok, data_dir, warmup, device, compile, loader_workers)
+    rows = run_passes(runners, passes, log)
+    won = [r.fast for r, row in zip(runners, rows) if r.fast is not None and r.fast.changed() and r.fast.loader_workers is None
+           and row['throughput'] > rows[0]['throughput']]
     if combine and len(won) > 1:
         f = _merge(won)
-        rows.append(row(f'beit_nb Learner, {f.describe()}', learner_step(spec, batches, tok, data_dir, f, warmup),
-                        note='every switch that won (one pass)'))
-    hf = rows[2]['throughput']
-    for r in rows: r['vs'], r['vs_what'] = r['throughput'] / hf, 'HF + dall-e'
+        rows += run_passes([StepRunner(f.key, f'beit_nb Learner, {f.describe()}', spec,
+                                       lambda b: learner_step(spec, b, tok, data_dir, f, warmup, device),
+                                       batches if f.exact_masks else loose, device, 'every switch that won (one pass)', fast=f)],
+                           1, log, warm=False)
+    for r in rows: r['vs'], r['vs_what'] = r['throughput'] / rows[2]['throughput'], 'HF + dall-e'
     return rows
 
 # %% ../nbs/10b_bench.ipynb #b1605a35
-def _find(rows, section_prefix, name):
-    return next((r for r in rows if r['section'].startswith(section_prefix) and r['row'] == name), None)
+def _ratio(a:str, b:str):
+    "A reader: throughput of row `a` over row `b`."
+    return lambda r: r[a]['throughput'] / r[b]['throughput'] if a in r and b in r else None
+
+def _fastest(r:dict, prefix:str='step.learner', loader:bool=False) -> dict|None:
+    "The fastest row whose key starts with `prefix`: fed pre-made batches, or (`loader`) by its DataLoader."
+    rs = [v for k, v in r.items() if k and k.startswith(prefix) and (('+loader' in k) == loader)]
+    return max(rs, key=lambda v: v['throughput'], default=None)
+
+def _vs_hf(r):
+    b = _fastest(r)
+    if b is None or 'step.hf' not in r: return None
+    return b['throughput'] / r['step.hf']['throughput'], 'as shipped' if b['key'] == 'step.learner' else b['row'].split(', ', 1)[-1]
+
+def _fed(r):
+    b = _fastest(r, loader=True)
+    return None if b is None or 'step.learner' not in r else (b['throughput'] / r['step.learner']['throughput'], b['row'].split(', ', 2)[-1])
+
+def _workers(r):
+    ks = sorted((int(k[len('aug.loader'):]), v) for k, v in r.items() if k and k.startswith('aug.loader'))
+    return None if not ks else (GPU_GOAL / ks[-1][1]['per_core'], f'{ks[-1][1]["per_core"]:.0f} img/s per worker with {ks[-1][0]}')
 
 # %% ../nbs/10b_bench.ipynb #b56fc468
+GOALS = [
+    Goal('beit_nb step (as shipped) vs HF + dall-e', 1.0, read=_ratio('step.learner', 'step.hf')),
+    Goal('beit_nb step (fastest Learner row) vs HF + dall-e', 1.0, read=_vs_hf, on='cpu'),
+    Goal('beit_nb step (fastest Learner row) vs HF + dall-e', 2.0, read=_vs_hf, on='gpu'),
+    Goal('Learner overhead over the bare loop', .05, higher=False, unit='%',
+         read=lambda r: r['step.learner']['step_ms'] / r['step.bare']['step_ms'] - 1 if {'step.learner', 'step.bare'} <= set(r) else None),
+    Goal('Learner fed by its own DataLoader vs pre-made batches', .9, read=_fed),
+    Goal('masking (batch_masks) vs plain Algorithm 1', 10., read=_ratio('masks.batch', 'masks.plain')),
+    Goal('masking (one by one, as the data workers draw them) vs plain Algorithm 1', 10., read=_ratio('masks.one', 'masks.plain')),
+    Goal(f'loading cores per GPU at {GPU_GOAL:,} img/s, PIL path', 10., higher=False, unit='cores',
+         read=lambda r: r['aug.phases']['step_ms'] * GPU_GOAL / 1e3 if 'aug.phases' in r else None),
+    Goal('CPU work per image, device-side path', 4., higher=False, unit='ms',
+         read=lambda r: r['aug.device']['step_ms'] if 'aug.device' in r else None),
+    Goal('exact CPU path vs the PIL path (per core)', 2., read=_ratio('aug.exact', 'aug.phases')),
+    Goal(f'DataLoader workers per GPU at {GPU_GOAL:,} img/s', 10., higher=False, unit='workers', read=_workers, on='gpu'),
+    Goal('BEiT-B step img/s on one GPU', float(GPU_GOAL), unit='img/s', read=lambda r: (b := _fastest(r)) and b['throughput'], on='gpu'),
+    Goal('tokenizer share of the step', .25, higher=False, unit='%', read=lambda r: (b := _fastest(r)) and b['tok_ms'] / b['step_ms'], on='gpu'),
+]
+
 def goals(rows:list[dict], gpu:bool=False) -> list[dict]:
-    "Each goal of the issue: what was measured, the target, met or not (None when its rows are missing)."
-    out = []
-    def add(goal, value, target, met, fmt): out.append(dict(goal=goal, value=value, target=target, met=met, shown=fmt))
-    steps = [r for r in rows if r['section'].startswith('step')]
-    first = steps[0]['section'] if steps else None
-    sec = [r for r in steps if r['section'] == first]
-    a, bare, hf = _find(sec, first or '', LEARNER), _find(sec, first or '', BARE), _find(sec, first or '', HF)
-    best = max((r for r in sec if r['row'].startswith('beit_nb Learner')), key=lambda r: r['throughput'], default=None)
-    if a and hf:
-        v = a['throughput'] / hf['throughput']
-        add('beit_nb step (as shipped) vs HF + dall-e', v, 1.0, v >= 1.0, f'{v:.2f}×')
-        v = best['throughput'] / hf['throughput']
-        add(f'beit_nb step (fastest: {best["row"].split(", ", 1)[-1]}) vs HF + dall-e', v, 2.0 if gpu else 1.0,
-            v >= (2.0 if gpu else 1.0), f'{v:.2f}×')
-    if a and bare:
-        v = a['step_ms'] / bare['step_ms'] - 1
-        add('Learner overhead over the bare loop', v, 0.05, v <= 0.05, f'{100 * v:+.1f}%')
-    one, batch, plain = (_find(rows, 'masking', k) for k in (MASKS_ONE, MASKS_BATCH, MASKS_PLAIN))
-    if batch and plain:
-        v = batch['throughput'] / plain['throughput']
-        add('masking (batch_masks) vs plain Algorithm 1', v, 10., v >= 10., f'{v:.1f}×')
-    if one and plain:
-        v = one['throughput'] / plain['throughput']
-        add('masking (one by one, as the data workers draw them) vs plain Algorithm 1', v, 10., v >= 10., f'{v:.1f}×')
-    if gpu and best:
-        add('BEiT-B step img/s on one GPU', best['throughput'], 2500., best['throughput'] >= 2500, f'{best["throughput"]:.0f} img/s')
-        v = best['tok_ms'] / best['step_ms']
-        add('tokenizer share of the step', v, 0.25, v <= 0.25, f'{100 * v:.0f}%')
-    return out
+    "Each goal of `GOALS` that applies (GPU goals only if `gpu`) and whose rows are there: value, target, met, shown."
+    r, on = rows_by_key(rows), ('any', 'gpu' if gpu else 'cpu')
+    return [c for g in GOALS if g.on in on and (c := g.check(r)) is not None]
 
 # %% ../nbs/10b_bench.ipynb #c635bc9e
 def profile_step(spec:ModelSpec, learner:bool=True, steps:int=4, row_limit:int=12, device='cpu') -> str:
     "torch.profiler's table (self CPU time) of `steps` steps of beit_nb's Learner (or bare loop) at `spec`, after one warmup step."
     from torch.profiler import profile, ProfilerActivity
     with tempfile.TemporaryDirectory() as tmp:
-        write_jpegs(tmp, spec.batch_size, size=96)
-        batches, tok = make_batches(spec, steps + 2, device), random_dalle_tokenizer(spec, device=device)
+        write_imagenet_like(tmp, spec.cfg.batch_size, scale=.25)
+        batches, tok = make_batches(spec, steps + 2, device), spec.tokenizer(device)
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == 'cuda' else [])
         with profile(activities=acts) as prof:
             if learner: learner_step(spec, batches, tok, tmp, FastPath(), 1)
@@ -415,33 +427,33 @@ def profile_step(spec:ModelSpec, learner:bool=True, steps:int=4, row_limit:int=1
 # %% ../nbs/10b_bench.ipynb #b38a5f7e
 SECTIONS = ('steps', 'masking', 'augmentation', 'tokenizer', 'segmentation')
 
+def _preset(preset, batch, passes) -> BenchPreset:
+    if isinstance(preset, str) and preset not in PRESETS: raise ValueError(f'--preset {preset}: expected one of {", ".join(PRESETS)}')
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    if batch: p = replace(p, models=[replace(m, cfg=replace(m.cfg, batch_size=batch)) for m in p.models])
+    return replace(p, passes=passes) if passes else p
+
+# %% ../nbs/10b_bench.ipynb #4e6a8c0b
 def run_bench(preset:str|BenchPreset='cpu', device=None, sections=SECTIONS, compile:bool|None=None, batch:int|None=None,
               passes:int|None=None, log=print) -> dict:
     "Measure every section of `preset` on `device` (default: the GPU if there is one) and return the result."
-    if isinstance(preset, str) and preset not in PRESETS: raise ValueError(f'--preset {preset}: expected one of {", ".join(PRESETS)}')
-    p = PRESETS[preset] if isinstance(preset, str) else preset
-    device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    if batch: p = replace(p, models=[replace(m, batch_size=batch) for m in p.models])
-    if passes: p = replace(p, passes=passes)
-    compile = p.compile if compile is None else compile
-    bad = set(sections) - set(SECTIONS)
+    p, device = _preset(preset, batch, passes), torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    compile, bad, few = p.compile if compile is None else compile, set(sections) - set(SECTIONS), max(2, p.repeats // 2)
     if bad: raise ValueError(f'--only: unknown sections {sorted(bad)}; expected some of {", ".join(SECTIONS)}')
     t0, rows = time.time(), []
     with tempfile.TemporaryDirectory() as tmp:
-        n_files = max([m.batch_size * (p.warmup + p.repeats + 1) for m in p.models] + [p.aug_images])   # the loader rows' steps
-        write_jpegs(tmp, n_files, size=p.photo_size)
+        n_files = max([m.cfg.batch_size * (p.warmup + p.repeats + 1) for m in p.models] + [p.aug_images])   # the loader rows' steps
+        write_imagenet_like(tmp, n_files, scale=p.image_scale)
         if 'steps' in sections:
             for spec in p.models:
-                log(f'step: {spec.label}, batch {spec.batch_size}')
-                rows += step_rows(spec, tmp, p.warmup, p.repeats, device, compile, p.passes, p.combine, p.loader_workers, log)
-        if 'masking' in sections:
-            log('masking'); rows += masking_rows(p.n_masks, p.repeats, 1)
+                log(f'step: {spec.label}, batch {spec.cfg.batch_size}')
+                rows += step_rows(spec, tmp, p.warmup, p.repeats, device, compile, p.passes, p.combine, max(p.loader_workers), log)
+        if 'masking' in sections: log('masking'); rows += masking_rows(p.n_masks, p.repeats, 1, log)
         if 'augmentation' in sections:
-            log('augmentation'); rows += augmentation_rows(tmp, p.aug_images, p.aug_size, p.loader_workers, max(2, p.repeats // 2), device)
+            log('augmentation'); rows += augmentation_rows(tmp, p.aug_images, p.aug_size, p.loader_workers, few, device, log)
         if 'tokenizer' in sections:
-            log('tokenizer'); rows += tokenizer_rows(p.tok_size, p.tok_n_hid, p.tok_blocks, p.tok_batch, max(2, p.repeats // 2), 1, device)
-        if 'segmentation' in sections and p.seg:
-            log('segmentation'); rows += segmentation_rows(p.seg, max(2, p.repeats // 2), 1, device)
+            log('tokenizer'); rows += tokenizer_rows(p.tok_size, p.tok_n_hid, p.tok_blocks, p.tok_batch, few, 1, device, log)
+        if 'segmentation' in sections and p.seg: log('segmentation'); rows += segmentation_rows(p.seg, few, 1, device, log)
     return dict(preset=asdict(p), device=str(device), date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
                 seconds=round(time.time() - t0, 1), machine=machine_info(), rows=rows, goals=goals(rows, device.type == 'cuda'))
 
@@ -449,15 +461,16 @@ def run_bench(preset:str|BenchPreset='cpu', device=None, sections=SECTIONS, comp
 @call_parse
 def beit_bench(
     preset:str='cpu',        # smoke (seconds, the test suite's), cpu (a few minutes on 2 cores) or gpu (BEiT-B/16 and BEiT-L/16 at 224, batch 128)
-    out:str='runs/bench',    # folder for bench.txt, bench.csv and bench.json
+    out:str='runs/bench',    # folder for bench.txt, bench.csv, bench.json and bench_steps.png
     device:str=None,         # cuda or cpu (default: the GPU if there is one)
     threads:int=None,        # torch CPU threads (default: torch's choice, one per core)
     compile:bool=False,      # also measure torch.compile of the backbone (slow to compile on CPU)
     batch:int=None,          # override the preset's step batch size
     only:str=None,           # comma-separated sections to run: steps, masking, augmentation, tokenizer, segmentation
     passes:int=None,         # passes over the step rows, every other one reversed (the preset's: cpu 2, others 1)
+    chart:str=None,          # the step rows' bar chart (PNG) here instead of OUT/bench_steps.png
 ):
-    "Measure beit_nb's pretraining step and its parts against the peers; print one table, write it as txt/CSV/JSON."
+    "Measure beit_nb's pretraining step and its parts against the peers; print one table, write it as txt/CSV/JSON and a chart."
     if threads: torch.set_num_threads(threads)
     if preset == 'gpu' and not torch.cuda.is_available() and device != 'cpu':
         sys.exit('beit-bench: --preset gpu needs a CUDA GPU (none is visible); run --preset cpu here, or pass --device cpu '
@@ -466,6 +479,7 @@ def beit_bench(
     sections = tuple(s.strip() for s in only.split(',')) if only else SECTIONS
     try: result = run_bench(preset, device, sections, compile or None, batch, passes, log=lambda s: print(s, file=sys.stderr, flush=True))
     except ValueError as e: sys.exit(f'beit-bench: {e}')
-    d = write_results(result, out)
+    d = write_results(result, out, chart)
+    png = Path(chart or d/'bench_steps.png')
     print(format_table(result), end='')
-    print(f'wrote {d}/bench.txt, bench.csv, bench.json ({result["seconds"]:.0f} s)')
+    print(f'wrote {d}/bench.txt, bench.csv, bench.json{f" and {png}" if png.exists() else ""} ({result["seconds"]:.0f} s)')

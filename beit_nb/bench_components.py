@@ -1,5 +1,6 @@
-"""The parts of BEiT pretraining measured one at a time: real JPEGs to read, masks per second against a plain
-Algorithm 1, the two-view augmentation, the DALL-E tokenizer and its fast path, and sliding-window segmentation inference.
+"""The parts of BEiT pretraining measured one at a time: JPEGs with ImageNet's sizes and quality to read, masks per
+second against a plain Algorithm 1, the two-view augmentation phase by phase and through a `DataLoader`, the DALL-E
+tokenizer and its fast path, and sliding-window segmentation inference.
 
 Docs: https://beit-nb.github.io/beit_nb/bench_components.html.md"""
 
@@ -7,97 +8,247 @@ Docs: https://beit-nb.github.io/beit_nb/bench_components.html.md"""
 
 # %% ../nbs/10a_bench_components.ipynb #8006680a
 from __future__ import annotations
-import contextlib, random, statistics, time
+import contextlib, random
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch, torch.nn as nn
 from torch.utils.data import DataLoader
-from .measure import make_row, sync_device, trim_memory
+from fastcore.basics import patch
+from .measure import Runner, run_passes, time_steps, make_row, trim_memory
 
 # %% auto #0
-__all__ = ['MASKS_ONE', 'MASKS_BATCH', 'MASKS_PLAIN', 'write_jpegs', 'masking_rows', 'augmentation_rows',
-           'random_dalle_tokenizer', 'channels_last_layout', 'bf16_autocast', 'tokenizer_rows', 'SegSpec', 'n_windows',
+__all__ = ['IMAGENET_LIKE', 'MASKS_ONE', 'MASKS_BATCH', 'MASKS_PLAIN', 'AUG_PHASES', 'GPU_GOAL', 'PHASE_NAMES',
+           'TOKENIZER_VARIANTS', 'imagenet_like_specs', 'write_imagenet_like', 'CallRunner', 'masking_rows',
+           'torch_threads', 'pil_views', 'PerImageRunner', 'PhaseRunner', 'ViewsRunner', 'fast_view_runners',
+           'DeviceViewsRunner', 'AugmentRunner', 'augmentation_rows', 'random_dalle_tokenizer', 'channels_last_layout',
+           'bf16_autocast', 'TokenizerRunner', 'tokenizer_rows', 'SegSpec', 'n_windows', 'SegRunner',
            'segmentation_rows']
 
 # %% ../nbs/10a_bench_components.ipynb #87505e70
-def write_jpegs(folder, n:int, quality:int=90, size:int|None=None) -> list[Path]:
-    "`n` JPEG files in `folder`, cycling through scikit-image's sample photos (centre-cropped to `size` px if given)."
+IMAGENET_LIKE = dict(
+    sizes=((500, 375, .36), (375, 500, .12), (500, 333, .14), (333, 500, .04), (500, 500, .05),     # (w, h, share): the common ones
+           (400, 300, .08), (300, 400, .03), (320, 240, .07), (250, 188, .05),                       # the smaller tail
+           (800, 600, .03), (1024, 768, .02), (1600, 1200, .01)),                                    # the larger tail
+    quality=96, quality_share=.85, other_qualities=(75, 85, 90, 92, 95),   # quality 96 for 85%, else one of these
+    share_444=.75)                                                         # 4:4:4 chroma for 75%, else 4:2:0
+
+def imagenet_like_specs(n:int, seed:int=0, scale:float=1.) -> list[dict]:
+    "`n` draws of `IMAGENET_LIKE`: `dict(w, h, quality, subsampling)` (subsampling: PIL's 0 = 4:4:4, 2 = 4:2:0), sizes × `scale`."
+    d, rng = IMAGENET_LIKE, np.random.default_rng(seed)
+    sizes = np.array([(w, h) for w, h, _ in d['sizes']]); p = np.array([s for _, _, s in d['sizes']])
+    out = []
+    for _ in range(n):
+        w, h = sizes[rng.choice(len(sizes), p=p / p.sum())]
+        q = d['quality'] if rng.random() < d['quality_share'] else int(rng.choice(d['other_qualities']))
+        out.append(dict(w=max(8, round(w * scale)), h=max(8, round(h * scale)), quality=q,
+                        subsampling=0 if rng.random() < d['share_444'] else 2))
+    return out
+
+# %% ../nbs/10a_bench_components.ipynb #9b1d3f5a
+def write_imagenet_like(folder, n:int, seed:int=0, scale:float=1.) -> list[Path]:
+    "`n` JPEGs with ImageNet's sizes, quality and chroma subsampling (`IMAGENET_LIKE`) in `folder`, cut from scikit-image's photos."
     from PIL import Image
     from beit_nb.synthetic import sample_photos, PHOTO_NAMES
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    photos = list(sample_photos(size, names=PHOTO_NAMES[:max(1, min(n, len(PHOTO_NAMES)))]).items()); out = []
-    for i in range(n):
-        name, a = photos[i % len(photos)]
-        p = folder / f'{i:05d}_{name}.jpg'; Image.fromarray(a).save(p, quality=quality); out.append(p)
+    photos = [Image.fromarray(a) for a in sample_photos(names=[p for p in PHOTO_NAMES if p != 'camera']).values()]
+    rng, out = np.random.default_rng(seed + 1), []
+    for i, s in enumerate(imagenet_like_specs(n, seed, scale)):
+        im = photos[i % len(photos)]; w, h = s['w'], s['h']
+        z = max(w / im.width, h / im.height) * rng.uniform(1., 1.3)          # output pixels per photo pixel
+        l, t = rng.uniform(0, im.width - w / z), rng.uniform(0, im.height - h / z)
+        view = im.resize((w, h), Image.BICUBIC, box=(l, t, l + w / z, t + h / z))   # only the crop is resampled
+        p = folder / f'{i:05d}.JPEG'
+        view.save(p, 'JPEG', quality=s['quality'], subsampling=s['subsampling']); out.append(p)
     return out
+
+# %% ../nbs/10a_bench_components.ipynb #f2a4c6e8
+class CallRunner(Runner):
+    "A row whose step is one call `fn(batch)` making `batch` items (masks, images), timed `repeats` times after `warmup`."
+    def __init__(self, key, name, fn, batch:int, section:str, unit:str='img/s', repeats:int=3, warmup:int=1, **kw):
+        super().__init__(key, name, batch, **kw); self.fn, self.section, self.unit, self.repeats, self.warmup = fn, section, unit, repeats, warmup
+    def measure(self, batch:int) -> dict:
+        return time_steps(lambda i, t: self.fn(batch), range(self.warmup + self.repeats), self.device, self.warmup)
 
 # %% ../nbs/10a_bench_components.ipynb #bdb83c6c
 MASKS_ONE, MASKS_BATCH, MASKS_PLAIN = ('beit_nb MaskingGenerator.masks (one by one)', 'beit_nb MaskingGenerator.batch_masks (vectorised)',
                                       'plain Algorithm 1 (numpy, per image)')
 
-def masking_rows(n:int, repeats:int=5, warmup:int=1) -> list[dict]:
+def masking_rows(n:int, repeats:int=5, warmup:int=1, log=print) -> list[dict]:
     "Masks/s of beit_nb's generator (one by one and vectorised; Algorithm 1 as published and exact-count) and of the plain transcription."
     from beit_nb.masking import MaskingGenerator, algorithm1_mask
     rnd = random.Random(0)
     g, ge = MaskingGenerator(14, 75, 16, seed=0), MaskingGenerator(14, 75, 16, exact=True, seed=0)
-    cands = [(MASKS_ONE, lambda: g.masks(n)), ('beit_nb MaskingGenerator.masks, exact count', lambda: ge.masks(n)),
-             (MASKS_BATCH, lambda: g.batch_masks(n)), ('beit_nb MaskingGenerator.batch_masks, exact count', lambda: ge.batch_masks(n)),
-             (MASKS_PLAIN, lambda: np.stack([algorithm1_mask(rnd=rnd) for _ in range(n)]))]
-    rows = []
-    for name, f in cands:
-        ts = []
-        for i in range(warmup + repeats):
-            t = time.perf_counter(); f(); ts.append(time.perf_counter() - t)
-        rows.append(make_row('masking', name, n / statistics.median(ts[warmup:]), 'masks/s', batch=n,
-                             note='14×14 grid, 75 patches, blocks ≥ 16'))
+    cands = [('masks.one', MASKS_ONE, g.masks), ('masks.one_exact', 'beit_nb MaskingGenerator.masks, exact count', ge.masks),
+             ('masks.batch', MASKS_BATCH, g.batch_masks), ('masks.batch_exact', 'beit_nb MaskingGenerator.batch_masks, exact count', ge.batch_masks),
+             ('masks.plain', MASKS_PLAIN, lambda b: np.stack([algorithm1_mask(rnd=rnd) for _ in range(b)]))]
+    rows = run_passes([CallRunner(k, name, f, n, 'masking', 'masks/s', repeats, warmup, note='14×14 grid, 75 patches, blocks ≥ 16')
+                       for k, name, f in cands], log=log, warm=False)
     for r in rows: r['vs'], r['vs_what'] = r['throughput'] / rows[-1]['throughput'], 'plain Algorithm 1'
     return rows
 
 # %% ../nbs/10a_bench_components.ipynb #11e3fe4f
-def _aug_dataset(folder, sizes):
-    from beit_nb.data import UnlabeledImageFolder, BeitPretrainTransform
+def _aug_transform(sizes, cls=None, **kw):
+    "The pretraining transform (`cls`: `BeitPretrainTransform` or a subclass) at these view sizes, with exact-count masks of 40%."
+    from beit_nb.data import BeitPretrainTransform
     from beit_nb.masking import MaskingGenerator
-    from beit_nb.training import SeededSamples
     g = sizes[0] // 16
     budget = max(1, round(0.4 * g * g))
     masking = MaskingGenerator(g, budget, min(16, max(1, budget // 3)), exact=True)
-    tfm = BeitPretrainTransform(sizes[0], sizes[1], masking=masking, imagenet_default_mean_and_std=True)
-    return SeededSamples(UnlabeledImageFolder(folder), tfm, seed=0)
+    return (cls or BeitPretrainTransform)(sizes[0], sizes[1], masking=masking, imagenet_default_mean_and_std=True, **kw)
+
+def _aug_dataset(folder, sizes):
+    from beit_nb.data import UnlabeledImageFolder
+    from beit_nb.training import SeededSamples
+    return SeededSamples(UnlabeledImageFolder(folder), _aug_transform(sizes), seed=0)
+
+@contextlib.contextmanager
+def torch_threads(n:int):
+    "Run a block with `n` torch CPU threads (a loader worker has one), then restore the count."
+    old = torch.get_num_threads(); torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(old)
+
+# %% ../nbs/10a_bench_components.ipynb #7c9e1a3b
+AUG_PHASES = ('decode', 'jitter', 'view1', 'view2', 'tensor', 'normalise', 'mask')
+
+def pil_views(tfm, path, tick=lambda phase: None):
+    "`tfm(load_image(path))` for a `BeitPretrainTransform` `tfm`, one phase at a time, calling `tick(phase)` after each of `AUG_PHASES`."
+    import torchvision.transforms.v2.functional as TF
+    from beit_nb.data import load_image
+    img = load_image(path); tick('decode')
+    img = tfm.pre(img); tick('jitter')
+    i, j, h, w = tfm.get_params(img)
+    a = TF.resized_crop(img, i, j, h, w, list(tfm.input_size), tfm.interpolation, antialias=True); tick('view1')
+    b = TF.resized_crop(img, i, j, h, w, list(tfm.second_input_size), tfm.second_interpolation, antialias=True); tick('view2')
+    a, b = (TF.to_dtype(TF.to_image(v), torch.float32, scale=True).as_subclass(torch.Tensor) for v in (a, b)); tick('tensor')
+    a = TF.normalize(a, tfm.mean, tfm.std); tick('normalise')
+    m = tfm.masking() if tfm.masking is not None else None; tick('mask')
+    return (a, b) if m is None else (a, b, m)
+
+# %% ../nbs/10a_bench_components.ipynb #8d0f2b4c
+GPU_GOAL = 2500                                      # images/s per GPU: the issue's goal for a BEiT-B step
+
+class PerImageRunner(Runner):
+    "CPU time per image of `one_image(file, timer)` over `n` files on one core, one pass over them a step."
+    section, phases = 'augmentation: per image, one core', ()
+    def __init__(self, key:str, name:str, files, tfm, n:int=24, repeats:int=2, warmup:int=1, note:str=''):
+        super().__init__(key, name, 1, cores=1, note=note)
+        self.files, self.tfm, self.n, self.repeats, self.warmup = list(files), tfm, n, repeats, warmup
+    def one_image(self, f, timer): raise NotImplementedError
+    def measure(self, batch:int) -> dict:
+        files = [self.files[i % len(self.files)] for i in range(self.n)]
+        def one_pass(_, timer):
+            for f in files: self.one_image(f, timer)
+        torch.manual_seed(0)
+        with torch_threads(1): res = time_steps(one_pass, range(self.warmup + self.repeats), warmup=self.warmup, phases=self.phases)
+        return dict(res, items=self.n)
+    def rows(self, res:dict) -> list[dict]:
+        row = Runner.rows(self, res)[0]; ms = 1e3 / row['throughput']
+        return [dict(row, step_ms=ms, other_ms=None, batch=1, note=f'{row["note"]}; {ms * GPU_GOAL / 1e3:.0f} cores per GPU at {GPU_GOAL:,} img/s')]
+
+# %% ../nbs/10a_bench_components.ipynb #0a2c4e6f
+PHASE_NAMES = dict(decode='JPEG decode (load_image, full image)', jitter='colour jitter + flip (full image)',
+                   view1='crop + resize to view 1 (bicubic)', view2='crop + resize to view 2 (Lanczos)',
+                   tensor='tensor conversion (both views)', normalise='normalisation (view 1)', mask='blockwise mask')
+
+class PhaseRunner(PerImageRunner):
+    "The PIL path's CPU time per image (`BeitPretrainTransform`), phase by phase (`pil_views`), over `n` files, on one core."
+    phases = AUG_PHASES
+    def __init__(self, files, sizes=(224, 112), n:int=24, repeats:int=2, warmup:int=1):
+        super().__init__('aug.phases', 'PIL path, every phase (BeitPretrainTransform)', files, _aug_transform(sizes), n, repeats,
+                         warmup, f'{sizes[0]}/{sizes[1]} px views + mask')
+    def one_image(self, f, timer): pil_views(self.tfm, f, timer.mark)
+    def rows(self, res:dict) -> list[dict]:
+        total = super().rows(res)[0]
+        ts = {k: res[f'{k}_ms'] / self.n for k in AUG_PHASES}
+        return [make_row(self.section, PHASE_NAMES[k], 1e3 / t, key=f'aug.phase.{k}', batch=1, per_core=1e3 / t, step_ms=t,
+                         note=f'{100 * t / total["step_ms"]:.0f}% of the image') for k, t in ts.items()] + [total]
+
+# %% ../nbs/10a_bench_components.ipynb #e2f4a6b8
+class ViewsRunner(PerImageRunner):
+    "CPU time per image of `tfm(Image.open(file))` on one core (a transform that decodes the file itself, e.g. `FastPretrainTransform`)."
+    def one_image(self, f, timer):
+        from PIL import Image
+        with Image.open(f) as im: self.tfm(im)
+
+def fast_view_runners(files, sizes=(224, 112), n:int=24, repeats:int=2) -> list[ViewsRunner]:
+    "Per-image runners of `beit_nb.fast_views`' paths: jitter on the crop (exact), with DCT-scaled decode, and jitter on the device."
+    from beit_nb.fast_views import FastPretrainTransform
+    note = f'{sizes[0]}/{sizes[1]} px uint8 views + mask'
+    mk = lambda key, name, **kw: ViewsRunner(key, name, files, _aug_transform(sizes, FastPretrainTransform, **kw), n, repeats, note=note)
+    return [mk('aug.exact', 'uint8 views, jitter on the crop (the exact CPU path)', color_jitter_on='cpu'),
+            mk('aug.exact+draft', 'uint8 views, jitter on the crop, DCT-scaled decode', color_jitter_on='cpu', draft=True),
+            mk('aug.device', 'uint8 views, jitter on the device, DCT-scaled decode', color_jitter_on='device', draft=True)]
+
+# %% ../nbs/10a_bench_components.ipynb #f3a5b7c9
+class DeviceViewsRunner(Runner):
+    "Images/s of the device's share of the device-side path: a batch of uint8 views and jitter draws → float views (`views_to_float`)."
+    section = 'augmentation: on the device'
+    def __init__(self, files, sizes=(224, 112), batch:int=24, repeats:int=3, warmup:int=1, device='cpu'):
+        from PIL import Image
+        from beit_nb.fast_views import FastPretrainTransform
+        self.tfm = _aug_transform(sizes, FastPretrainTransform, color_jitter_on='device')
+        def views(f):
+            with Image.open(f) as im: return self.tfm(im)
+        out = [views(files[i % len(files)]) for i in range(batch)]
+        self.views = [torch.stack([o[k] for o in out]).to(device) for k in range(3)]   # view 1, view 2, jitter draws
+        super().__init__('aug.on_device', f'uint8 views → colour jitter, float, normalised ({torch.device(device).type})', batch,
+                         device, f'{sizes[0]}/{sizes[1]} px, batched')
+        self.repeats, self.warmup = repeats, warmup
+    def measure(self, batch:int) -> dict:
+        from beit_nb.fast_views import views_to_float
+        v1, v2, jit = (v[:batch] for v in self.views)
+        step = lambda i, t: views_to_float(v1, v2, self.tfm.mean, self.tfm.std, jit)
+        return time_steps(step, range(self.warmup + self.repeats), self.device, self.warmup)
 
 # %% ../nbs/10a_bench_components.ipynb #eedd58f3
-def augmentation_rows(folder, n:int, sizes=(224, 112), workers:int=2, repeats:int=3, device='cpu') -> list[dict]:
-    "Images/s (and per core) of the two-view augmentation on the JPEGs in `folder`: main process, then `workers` workers."
+class AugmentRunner(Runner):
+    "Images/s of the pretraining dataset read in the main process on one core (`k=None`) or through a `DataLoader` with `k` workers."
+    section = 'augmentation'
+    def __init__(self, folder, n:int, sizes=(224, 112), k:int|None=None, repeats:int=2, device='cpu'):
+        cuda = torch.device(device).type == 'cuda'
+        name = 'two-view augmentation, main process' if k is None else f'DataLoader, {k} worker(s){", pinned, non-blocking" if cuda else ""}'
+        super().__init__('aug.main' if k is None else f'aug.loader{k}', name, n, device, cores=k or 1,
+                         note=f'{sizes[0]}/{sizes[1]} px views + mask, JPEG decode included')
+        self.ds, self.k, self.repeats, self.cuda = _aug_dataset(folder, sizes), k, repeats, cuda
+        self.n = min(n, len(self.ds))
+
+# %% ../nbs/10a_bench_components.ipynb #5e7a9c1d
+@patch
+def measure(self:AugmentRunner, batch:int) -> dict:
     from torch.utils.data import default_collate
-    ds = _aug_dataset(folder, sizes); n = min(n, len(ds))
-    ts = []
-    for r in range(repeats + 1):
-        t = time.perf_counter(); default_collate([ds[i] for i in range(n)]); ts.append(time.perf_counter() - t)
-    one = n / statistics.median(ts[1:])
-    note = f'{sizes[0]}/{sizes[1]} px views + mask, JPEG decode included'
-    rows = [make_row('augmentation', 'two-view augmentation, main process', one, 'img/s', per_core=one, batch=n, note=note)]
-    cuda = torch.device(device).type == 'cuda'
-    bs = max(1, n // (2 * workers))
-    dl = DataLoader(ds, batch_size=bs, num_workers=workers, pin_memory=cuda, persistent_workers=True, drop_last=True)
-    ts = []
-    for r in range(repeats + 1):
-        t = time.perf_counter()
-        for b in dl: [x.to(device, non_blocking=cuda) for x in b]
-        sync_device(device); ts.append(time.perf_counter() - t)
-    k = len(dl) * bs / statistics.median(ts[1:])
-    del dl
-    rows.append(make_row('augmentation', f'DataLoader, {workers} worker(s){", pinned, non-blocking" if cuda else ""}', k, 'img/s',
-                         per_core=k / workers, batch=bs, note=note, vs=k / one, vs_what='main process'))
-    return rows
+    if self.k is None:                                    # one core: the dataset and the collate in this process
+        with torch_threads(1):
+            return dict(time_steps(lambda _, t: default_collate([self.ds[i] for i in range(self.n)]), range(1 + self.repeats),
+                                   warmup=1), items=self.n, batch=self.n)
+    bs = max(1, self.n // (2 * self.k))
+    dl = DataLoader(self.ds, batch_size=bs, num_workers=self.k, pin_memory=self.cuda, persistent_workers=True, drop_last=True)
+    def epoch(_, t):
+        for b in dl: [x.to(self.device, non_blocking=self.cuda) for x in b]
+    res = time_steps(epoch, range(1 + self.repeats), self.device, warmup=1)   # the first epoch starts the workers
+    n = len(dl); del dl
+    return dict(res, items=n * bs, batch=bs)
+
+# %% ../nbs/10a_bench_components.ipynb #9a1c3e5f
+def augmentation_rows(folder, n:int, sizes=(224, 112), workers=(2,), repeats:int=2, device='cpu', log=print) -> list[dict]:
+    "CPU time per image on one core: the PIL path phase by phase, the device-side paths; the device's share; images/s of the dataset in the main process and through `DataLoader`s."
+    from beit_nb.data import scan_images
+    files = scan_images(Path(folder))
+    rows = run_passes([PhaseRunner(files, sizes, n, repeats)] + fast_view_runners(files, sizes, n, repeats), log=log, warm=False)
+    for r in rows[len(AUG_PHASES):]: r['vs'], r['vs_what'] = r['throughput'] / rows[len(AUG_PHASES)]['throughput'], 'PIL path'
+    rows += run_passes([DeviceViewsRunner(files, sizes, n, 1 + repeats, 1, device)], log=log, warm=False)
+    runners = [AugmentRunner(folder, n, sizes, None, repeats, device)] + [AugmentRunner(folder, n, sizes, k, repeats, device)
+                                                                          for k in ((workers,) if isinstance(workers, int) else workers)]
+    aug = run_passes(runners, log=log, warm=False)
+    for r in aug[1:]: r['vs'], r['vs_what'] = r['throughput'] / aug[0]['throughput'], 'main process'
+    return rows + aug
 
 # %% ../nbs/10a_bench_components.ipynb #33feaacb
-def random_dalle_tokenizer(spec_or_size, n_hid:int=256, n_blk_per_group:int=2, vocab_size:int=8192, device='cpu', seed:int=0):
+def random_dalle_tokenizer(size:int, n_hid:int=256, n_blk_per_group:int=2, vocab_size:int=8192, device='cpu', seed:int=0):
     "A random-weight DALL-E encoder of this size in beit_nb's `DalleTokenizer` (a small decoder: decoding is never timed)."
     import dall_e
     from beit_nb.tokenizer import DalleTokenizer
-    if hasattr(spec_or_size, 'second_input_size'):        # a step spec (`ModelSpec` of 10b_bench)
-        s = spec_or_size; size, n_hid, n_blk_per_group, vocab_size = s.second_input_size, s.n_hid, s.n_blk_per_group, s.vocab_size
-    else: size = spec_or_size
     torch.manual_seed(seed)
     enc = dall_e.Encoder(n_hid=n_hid, n_blk_per_group=n_blk_per_group, vocab_size=vocab_size, device=torch.device(device))
     dec = dall_e.Decoder(n_init=32, n_hid=64, n_blk_per_group=1, vocab_size=vocab_size, device=torch.device(device))
@@ -117,31 +268,37 @@ def bf16_autocast(device, on:bool):
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=on)
 
 # %% ../nbs/10a_bench_components.ipynb #ad34f52f
+TOKENIZER_VARIANTS = {'fp32': 'tokenizer fp32 (DalleTokenizer.encode)', 'cl': 'tokenizer channels-last',
+                      'fast': 'tokenizer channels-last + bf16 + inference_mode'}
+
+class TokenizerRunner(Runner):
+    "Images/s of the DALL-E encoder's labels in one variant (`TOKENIZER_VARIANTS`), and their agreement with `ref`."
+    section = 'tokenizer'
+    def __init__(self, variant:str, tok, x, ref, repeats:int=3, warmup:int=1, device='cpu', note:str=''):
+        super().__init__(f'tok.{variant}', TOKENIZER_VARIANTS[variant], len(x), device, note)
+        self.variant, self.tok, self.x, self.ref, self.repeats, self.warmup = variant, tok, x, ref, repeats, warmup
+    def encode(self, x):
+        if self.variant != 'fast': return self.tok.encode(x)
+        with torch.inference_mode(), bf16_autocast(self.device, True): return self.tok.encode(x)
+    def measure(self, batch:int) -> dict:
+        out, x = [], self.x[:batch]
+        with channels_last_layout(self.tok, self.variant != 'fp32'):
+            if self.variant != 'fp32': x = x.contiguous(memory_format=torch.channels_last)
+            res = time_steps(lambda i, t: out.append(self.encode(x)), range(self.warmup + self.repeats), self.device, self.warmup)
+        return dict(res, note=f'labels agree {100 * (out[-1] == self.ref[:batch]).float().mean().item():.1f}%')
+
+# %% ../nbs/10a_bench_components.ipynb #6e8a0c2d
 def tokenizer_rows(size:int=112, n_hid:int=256, n_blk_per_group:int=2, batch:int=8, repeats:int=3, warmup:int=1,
-                   device='cpu') -> list[dict]:
+                   device='cpu', log=print) -> list[dict]:
     "Images/s of the DALL-E encoder's labels: fp32, channels-last, and channels-last + bf16 + inference_mode; label agreement."
     from beit_nb.synthetic import sample_photos
     tok = random_dalle_tokenizer(size, n_hid, n_blk_per_group, 8192, device=device)
     photos = list(sample_photos(size).values())
     x = torch.stack([torch.from_numpy(np.array(photos[i % len(photos)])).permute(2, 0, 1).float() / 255 for i in range(batch)]).to(device)
-    def run(f):
-        ts, out = [], None
-        for i in range(warmup + repeats):
-            sync_device(device); t = time.perf_counter(); out = f(); sync_device(device); ts.append(time.perf_counter() - t)
-        return batch / statistics.median(ts[warmup:]), out
-    base_rate, ref = run(lambda: tok.encode(x))
-    with channels_last_layout(tok, True):
-        xc = x.contiguous(memory_format=torch.channels_last)
-        cl_rate, cl = run(lambda: tok.encode(xc))
-        def fast():
-            with torch.inference_mode(), bf16_autocast(device, True): return tok.encode(xc)
-        fast_rate, fa = run(fast)
-    agree = lambda ids: 100 * (ids == ref).float().mean().item()
-    note = f'DALL-E encoder n_hid={n_hid}, {n_blk_per_group} blocks/group, {size} px, random weights'
-    mk = lambda name, rate, ids: make_row('tokenizer', name, rate, 'img/s', batch=batch, vs=rate / base_rate, vs_what='fp32',
-                                          note=f'labels agree {agree(ids):.1f}%; {note}')
-    return [mk('tokenizer fp32 (DalleTokenizer.encode)', base_rate, ref), mk('tokenizer channels-last', cl_rate, cl),
-            mk('tokenizer channels-last + bf16 + inference_mode', fast_rate, fa)]
+    ref, note = tok.encode(x), f'DALL-E encoder n_hid={n_hid}, {n_blk_per_group} blocks/group, {size} px, random weights'
+    rows = run_passes([TokenizerRunner(v, tok, x, ref, repeats, warmup, device, note) for v in TOKENIZER_VARIANTS], log=log, warm=False)
+    for r in rows: r['vs'], r['vs_what'] = r['throughput'] / rows[0]['throughput'], 'fp32'
+    return rows
 
 # %% ../nbs/10a_bench_components.ipynb #105f0980
 @dataclass
@@ -162,24 +319,28 @@ def n_windows(h:int, w:int, crop:int, stride:int) -> int:
     return (max(h - crop + stride - 1, 0) // stride + 1) * (max(w - crop + stride - 1, 0) // stride + 1)
 
 # %% ../nbs/10a_bench_components.ipynb #0700253e
-def segmentation_rows(specs:list, repeats:int=3, warmup:int=1, device='cpu') -> list[dict]:
-    "Images/s of sliding-window UPerNet inference per `SegSpec`: fp32, and on a GPU also bf16 autocast."
-    from beit_nb.seg_model import beit_segmentor, inference
-    device, rows = torch.device(device), []
-    for s in specs:
-        kw = dict(depth=s.depth) if s.depth else {}
+class SegRunner(Runner):
+    "Images/s of sliding-window UPerNet inference for one `SegSpec`, fp32 or bf16 autocast; the model is built for each measurement."
+    section = 'segmentation'
+    def __init__(self, spec:SegSpec, bf16:bool=False, repeats:int=3, warmup:int=1, device='cpu'):
+        super().__init__(f'seg.{spec.label}.{spec.crop}.{"bf16" if bf16 else "fp32"}', f'{spec.label}, slide {spec.crop}/{spec.stride}',
+                         1, device, f'{spec.image[0]}×{spec.image[1]} image, {n_windows(*spec.image, spec.crop, spec.stride)} windows, '
+                         f'UPerNet {spec.channels} ch, random weights', precision='bf16' if bf16 else 'fp32')
+        self.spec, self.bf16, self.repeats, self.warmup = spec, bf16, repeats, warmup
+    def measure(self, batch:int) -> dict:
+        from beit_nb.seg_model import beit_segmentor, inference
+        s, kw = self.spec, dict(depth=self.spec.depth) if self.spec.depth else {}
         torch.manual_seed(0)
         model = beit_segmentor(None, s.model, s.num_classes, s.crop, channels=s.channels, drop_path=0., verbose=False, **kw)[0]
-        model = model.to(device).eval(); x = torch.randn(1, 3, *s.image, device=device)
-        for bf16 in ((False, True) if device.type == 'cuda' else (False,)):
-            ts = []
-            for i in range(warmup + repeats):
-                sync_device(device); t = time.perf_counter()
-                with torch.inference_mode(), bf16_autocast(device, bf16): inference(model, x, 'slide', s.crop, s.stride)
-                sync_device(device); ts.append(time.perf_counter() - t)
-            rows.append(make_row('segmentation', f'{s.label}, slide {s.crop}/{s.stride}', 1 / statistics.median(ts[warmup:]),
-                                 'img/s', batch=1, step_ms=1e3 * statistics.median(ts[warmup:]), precision='bf16' if bf16 else 'fp32',
-                                 note=f'{s.image[0]}×{s.image[1]} image, {n_windows(*s.image, s.crop, s.stride)} windows, '
-                                      f'UPerNet {s.channels} ch, random weights'))
-        del model; trim_memory()
-    return rows
+        model = model.to(self.device).eval(); x = torch.randn(batch, 3, *s.image, device=self.device)
+        def step(i, t):
+            with torch.inference_mode(), bf16_autocast(self.device, self.bf16): inference(model, x, 'slide', s.crop, s.stride)
+        res = time_steps(step, range(self.warmup + self.repeats), self.device, self.warmup)
+        del model, x; trim_memory()
+        return res
+
+# %% ../nbs/10a_bench_components.ipynb #b5c7d9e1
+def segmentation_rows(specs:list, repeats:int=3, warmup:int=1, device='cpu', log=print) -> list[dict]:
+    "Images/s of sliding-window UPerNet inference per `SegSpec`: fp32, and on a GPU also bf16 autocast."
+    bf16s = (False, True) if torch.device(device).type == 'cuda' else (False,)
+    return run_passes([SegRunner(s, b, repeats, warmup, device) for s in specs for b in bf16s], log=log, warm=False)

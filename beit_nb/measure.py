@@ -1,6 +1,7 @@
 """The benchmark's measuring kit, kept apart from the recipes it times: the machine a number was measured on, FLOPs and MFU
-counted by hand, a phase timer and a peak-memory probe, one set of row keys, passes in alternating order, the text
-table, and a cost model for the paper's run.
+counted by hand, one timing path with a phase timer and a peak-memory probe, batch-size backoff on out-of-memory,
+rows and their runners, passes in alternating order, goals as records, one writer (table, CSV, JSON, chart), and
+a cost model for the paper's run.
 
 Docs: https://beit-nb.github.io/beit_nb/measure.html.md"""
 
@@ -9,15 +10,19 @@ Docs: https://beit-nb.github.io/beit_nb/measure.html.md"""
 # %% ../nbs/10_measure.ipynb #797b6f2b
 from __future__ import annotations
 import csv, ctypes, gc, json, math, os, platform, statistics, subprocess, time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['GPU_BF16_PEAK', 'ROW_KEYS', 'IMAGENET_1K_TRAIN', 'PAPER_RUN', 'COST_ANCHORS', 'machine_info', 'vit_macs',
-           'dalle_encoder_macs', 'step_flops', 'gpu_peak_flops', 'mfu', 'sync_device', 'StepTimer', 'trim_memory',
-           'PeakMemory', 'make_row', 'run_passes', 'machine_line', 'format_table', 'write_results', 'cost_model',
-           'paper_rate', 'cost_table']
+__all__ = ['GPU_BF16_PEAK', 'STEP_PHASES', 'ROW_KEYS', 'TIMING_KEYS', 'IMAGENET_1K_TRAIN', 'PAPER_RUN', 'COST_ANCHORS',
+           'machine_info', 'vit_macs', 'dalle_encoder_macs', 'step_flops', 'gpu_peak_flops', 'mfu', 'sync_device',
+           'StepTimer', 'trim_memory', 'PeakMemory', 'timed', 'time_steps', 'out_of_memory', 'fit_batch', 'make_row',
+           'Runner', 'run_passes', 'Goal', 'rows_by_key', 'machine_line', 'format_table', 'plot_steps', 'write_results',
+           'cost_model', 'paper_rate', 'cost_table']
 
 # %% ../nbs/10_measure.ipynb #65cb320c
 def _version(dist:str) -> str:
@@ -100,26 +105,36 @@ def sync_device(device):
     "Wait until `device` has run every queued kernel (a no-op off CUDA), so that the clock read next counts them."
     if torch.device(device).type == 'cuda': torch.cuda.synchronize(device)
 
+STEP_PHASES = ('tok', 'fb', 'opt')
+
 class StepTimer:
     "Phase ticks of successive steps; `summary(warmup)` → median step and phase times (ms) of the steps after `warmup`."
-    def __init__(self, device='cpu'): self.device, self.steps = device, []
+    def __init__(self, device='cpu', phases=STEP_PHASES): self.device, self.phases, self.steps = device, tuple(phases), []
     def mark(self, name:str):
         sync_device(self.device); t = time.perf_counter()
-        if name == 'start': self.steps.append({'start': t})
-        elif self.steps: self.steps[-1][name] = t
+        if name == 'start': self.steps.append([('start', t)])
+        elif self.steps: self.steps[-1].append((name, t))
+    def stop(self):
+        "Close the last step (a second call changes nothing)."
+        if self.steps and self.steps[-1][0][0] != 'stop': self.mark('start'); self.steps[-1][0] = ('stop', self.steps[-1][0][1])
 
-    def summary(self, warmup:int=0) -> dict:
-        full = [(a, b['start']) for a, b in zip(self.steps, self.steps[1:])][warmup:]   # steps with a successor
-        if not full: raise RuntimeError('StepTimer: no complete timed step (run warmup + repeats + 1 steps)')
-        def ms(vals): return 1e3 * statistics.median(vals)
-        out = dict(step_ms=ms([e - s['start'] for s, e in full]), n_steps=len(full))
-        prev = 'start'
-        for k in ('tok', 'fb', 'opt'):
-            if all(k in s for s, _ in full):
-                out[f'{k}_ms'] = ms([s[k] - s[prev] for s, _ in full]); prev = k
-            else: out[f'{k}_ms'] = None
-        if prev != 'start': out['other_ms'] = ms([e - s[prev] for s, e in full])
-        return out
+# %% ../nbs/10_measure.ipynb #b2c41e07
+def _split(ticks:list, end:float) -> tuple[dict, float]:
+    "Seconds per phase of one step's `ticks` (each tick closes the span since the one before; a phase ticked twice adds up), and after the last."
+    d = {}
+    for (_, t0), (name, t1) in zip(ticks, ticks[1:]): d[name] = d.get(name, 0.) + t1 - t0
+    return d, end - ticks[-1][1]
+
+@patch
+def summary(self:StepTimer, warmup:int=0) -> dict:
+    full = [(s, n[0][1]) for s, n in zip(self.steps, self.steps[1:]) if s[0][0] == 'start'][warmup:]   # closed steps
+    if not full: raise RuntimeError('StepTimer: no complete timed step (run more steps than warmup)')
+    def ms(vals): return 1e3 * statistics.median(vals)
+    out, split = dict(step_ms=ms([e - s[0][1] for s, e in full]), n_steps=len(full)), [_split(s, e) for s, e in full]
+    for k in self.phases: out[f'{k}_ms'] = ms([d[k] for d, _ in split]) if all(k in d for d, _ in split) else None
+    if any(len(s) > 1 for s, _ in full):                                 # outside the phases: after the last tick, unnamed ticks
+        out['other_ms'] = ms([rest + sum(v for k, v in d.items() if k not in self.phases) for d, rest in split])
+    return out
 
 # %% ../nbs/10_measure.ipynb #910aeeb5
 def _status_kb(key:str) -> int|None:
@@ -163,9 +178,42 @@ class PeakMemory:
             self._stop.set(); self._thread.join(); self.mb = max(0, self._peak - self.base) / 1024
         else: self.mb = max(0, (_status_kb('VmHWM') or 0) - (self.base or 0)) / 1024
 
+# %% ../nbs/10_measure.ipynb #5e0c2a91
+def timed(run, device='cpu', warmup:int=0, phases=STEP_PHASES) -> dict:
+    "The timing path of every row: `run(timer)` ticks a `StepTimer`; → its summary after `warmup` steps, peak memory and its kind."
+    timer = StepTimer(device, phases)
+    with PeakMemory(device) as pm:
+        run(timer); timer.stop()
+    return dict(timer.summary(warmup), peak_mb=pm.mb, mem_kind=pm.kind)
+
+def time_steps(step, items, device='cpu', warmup:int=0, phases=STEP_PHASES) -> dict:
+    "`timed` over a plain loop: one step `step(item, timer)` per item of `items` (the step ticks its phases)."
+    def run(timer):
+        for it in items: timer.mark('start'); step(it, timer)
+    return timed(run, device, warmup, phases)
+
+# %% ../nbs/10_measure.ipynb #77d0e2aa
+def out_of_memory(e:BaseException) -> bool:
+    "Whether `e` means that an allocation failed: torch's `OutOfMemoryError`, or a `RuntimeError` that says 'out of memory'."
+    return isinstance(e, torch.OutOfMemoryError) or (isinstance(e, RuntimeError) and 'out of memory' in str(e).lower())
+
+def fit_batch(measure, batch:int, log=print) -> dict:
+    "`measure(batch)`, halving `batch` after each out-of-memory error (down to 1); → its result with the batch that ran."
+    first = batch
+    while True:
+        try: res = measure(batch); break
+        except Exception as e:
+            if not out_of_memory(e) or batch <= 1: raise
+        log(f'  out of memory at batch {batch}: trying {batch // 2}')     # outside `except`: the failed step's tensors are free
+        batch //= 2; trim_memory()
+        if torch.cuda.is_available(): torch.cuda.empty_cache()
+    if batch < first: res = dict(res, note='; '.join(filter(None, [f'batch {first} ran out of memory', res.get('note')])))
+    return {'batch': batch, **res}                                      # a measurement may name its own batch
+
 # %% ../nbs/10_measure.ipynb #559bc6a3
-ROW_KEYS = ('section', 'row', 'batch', 'throughput', 'unit', 'per_core', 'step_ms', 'tok_ms', 'fb_ms', 'opt_ms',
+ROW_KEYS = ('section', 'row', 'key', 'batch', 'throughput', 'unit', 'per_core', 'step_ms', 'tok_ms', 'fb_ms', 'opt_ms',
             'other_ms', 'peak_mb', 'mem_kind', 'precision', 'mfu', 'vs', 'vs_what', 'note')
+TIMING_KEYS = ('step_ms', 'tok_ms', 'fb_ms', 'opt_ms', 'other_ms', 'peak_mb', 'mem_kind', 'precision')
 
 def make_row(section:str, row:str, throughput:float, unit:str='img/s', **kw) -> dict:
     "A table row: every key of `ROW_KEYS`, the unknown ones None."
@@ -173,22 +221,41 @@ def make_row(section:str, row:str, throughput:float, unit:str='img/s', **kw) -> 
     if bad: raise ValueError(f'make_row: unknown keys {sorted(bad)}')
     return {**dict.fromkeys(ROW_KEYS), **kw, 'section': section, 'row': row, 'throughput': throughput, 'unit': unit}
 
-# %% ../nbs/10_measure.ipynb #f0d9c641
-def run_passes(jobs:list, passes:int=1, log=print, warm:bool=True) -> dict:
-    "Run `jobs` `[(name, fn)]` `passes` times, every other pass in reverse order (ABBA); per name keep the fastest pass."
-    if warm and jobs: jobs[0][1]()                  # untimed: the process's first job pays for lazy imports, kernel caches, arenas
-    got = {}
-    for p in range(passes):
-        for name, fn in (jobs if p % 2 == 0 else jobs[::-1]):
-            got.setdefault(name, []).append(fn())
-            log(f'  {name}: {got[name][-1]["step_ms"]:.1f} ms/step')
-    out = {}
-    for name, rs in got.items():                    # other jobs on the machine only ever add time: the fastest pass is the
-        out[name] = dict(min(rs, key=lambda r: r['step_ms']))   # closest to the step's own cost (timeit's advice), phases with it
-        out[name]['peak_mb'] = max(r['peak_mb'] for r in rs)
-    return out
+# %% ../nbs/10_measure.ipynb #c8e2a4b6
+class Runner:
+    "One row of the table: `measure(batch)` → timing fields (`timed`'s); `time` backs off on out-of-memory; `rows` → table rows."
+    section, unit = '', 'img/s'
+    def __init__(self, key:str, name:str, batch:int=1, device='cpu', note:str='', cores:int|None=None, **extra):
+        self.key, self.name, self.batch, self.device, self.note, self.cores, self.extra = key, name, batch, device, note, cores, extra
+    def measure(self, batch:int) -> dict: raise NotImplementedError
+    def time(self, log=print) -> dict:
+        res = fit_batch(self.measure, self.batch, log); self.batch = res['batch']   # later passes start where it fitted
+        return res
+    def rate(self, res:dict) -> float: return res.get('items', res['batch']) / (res['step_ms'] / 1e3)
+    def rows(self, res:dict) -> list[dict]:
+        rate, note = self.rate(res), '; '.join(filter(None, [res.get('note'), self.note]))
+        return [make_row(self.section, self.name, rate, self.unit, key=self.key, batch=res['batch'], note=note,
+                         per_core=rate / self.cores if self.cores else None,
+                         **{k: res[k] for k in TIMING_KEYS if k in res}, **self.extra)]
+    def __repr__(self): return f'{type(self).__name__}({self.key!r}, batch={self.batch})'
 
-# %% ../nbs/10_measure.ipynb #b68fc7c2
+# %% ../nbs/10_measure.ipynb #f0d9c641
+def run_passes(runners:list, passes:int=1, log=print, warm:bool=True) -> list[dict]:
+    "Time `runners` `passes` times, every other pass in reverse order (ABBA), each keeping its fastest pass; → their rows."
+    if warm and runners: runners[0].time(log=lambda s: None)      # untimed: lazy imports, kernel caches, arenas
+    got = [[] for _ in runners]
+    for p in range(passes):
+        order = range(len(runners)) if p % 2 == 0 else reversed(range(len(runners)))
+        for i in order:
+            got[i].append(runners[i].time(log)); log(f'  {runners[i].name}: {got[i][-1]["step_ms"]:.1f} ms/step')
+    rows = []
+    for r, rs in zip(runners, got):
+        best = dict(min(rs, key=lambda x: x['step_ms'] / x.get('items', x['batch'])))   # the fastest per item, phases with it
+        best['peak_mb'] = max((x['peak_mb'] for x in rs if x.get('peak_mb') is not None), default=None)
+        rows += r.rows(best)
+    return rows
+
+# %% ../nbs/10_measure.ipynb #8a6c4e2b
 def _num(v, digits:int=3) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)): return ''
     if isinstance(v, str): return v
@@ -196,6 +263,40 @@ def _num(v, digits:int=3) -> str:
     if abs(v) >= 1000: return f'{v:,.0f}'
     return f'{v:.{max(0, digits - 1 - int(math.floor(math.log10(abs(v)))) if v else 0)}f}'
 
+@dataclass
+class Goal:
+    "A goal of the issue as data: its target and direction, its unit, how to read its value off the rows by key."
+    name: str
+    target: float
+    higher: bool = True               # met when the value is ≥ target; False: ≤ target
+    unit: str = '×'                   # '×' a ratio, '%' a share, else a unit after the number ('img/s', 'ms', 'cores')
+    read: Callable|None = None        # {key: row} → the value, or (value, detail), or None when its rows are missing
+    on: str = 'any'                   # where it applies: 'any', 'cpu' (a run without a GPU) or 'gpu'
+
+    def show(self, v:float) -> str:
+        if self.unit == '×': return f'{v:.2f}×'
+        if self.unit == '%': return f'{100 * v:.1f}%'
+        return f'{_num(v)} {self.unit}'
+
+# %% ../nbs/10_measure.ipynb #3d7f9b1e
+@patch
+def check(self:Goal, rows:dict) -> dict|None:
+    "This goal against `rows` `{key: row}`: value, met, and the table's text; None when its rows are missing."
+    got = self.read(rows) if self.read else None
+    if got is None: return None
+    v, detail = got if isinstance(got, tuple) else (got, '')
+    return dict(goal=self.name, value=v, target=self.target, higher=self.higher, unit=self.unit,
+                met=v >= self.target if self.higher else v <= self.target,
+                shown=self.show(v) + (f' ({detail})' if detail else ''),
+                target_shown=('≥ ' if self.higher else '≤ ') + (f'{self.target:g}×' if self.unit == '×' else self.show(self.target)))
+
+def rows_by_key(rows:list[dict]) -> dict:
+    "`{key: row}`, the first row of each key (a second model's step rows repeat the first model's keys)."
+    out = {}
+    for r in rows: out.setdefault(r.get('key'), r)
+    return out
+
+# %% ../nbs/10_measure.ipynb #b68fc7c2
 def machine_line(m:dict) -> str:
     "One line naming the machine."
     s = (f"{m['cpu']} ({m['logical_cores']} logical cores, {m['usable_cores']} usable, {m['torch_threads']} torch threads); "
@@ -205,47 +306,68 @@ def machine_line(m:dict) -> str:
     return s
 
 # %% ../nbs/10_measure.ipynb #2c3a555e
+_COLS = [('row', 'row', 56), ('batch', 'batch', 5), ('throughput', 'thru', 8), ('unit', 'unit', 7), ('per_core', '/core', 6),
+         ('step_ms', 'step ms', 8), ('tok_ms', 'tok', 7), ('fb_ms', 'fwd+bwd', 7), ('opt_ms', 'opt', 6), ('other_ms', 'other', 6),
+         ('peak_mb', 'peak MB', 7), ('mfu', 'MFU', 5), ('vs', 'vs', 6), ('note', 'note', 0)]
+
+def _cells(r:dict) -> list[str]:
+    cells = []
+    for k, _, _ in _COLS:
+        v = r.get(k)
+        if k == 'mfu' and v is not None: v = f'{100 * v:.0f}%'
+        elif k == 'vs' and v is not None: v = f'{v:.2f}'
+        cells.append(_num(v) if k not in ('row', 'unit', 'note') else (v or ''))
+    if r.get('precision'): cells[-1] = f"{r['precision']}; {cells[-1]}".rstrip('; ')
+    return cells
+
+def _line(cells) -> str:
+    return '  '.join(str(c)[:w].ljust(w) if i in (0, 3) else (str(c).rjust(w) if w else str(c))
+                     for i, (c, (_, _, w)) in enumerate(zip(cells, _COLS))).rstrip()
+
+# %% ../nbs/10_measure.ipynb #7a9c1e3f
 def format_table(result:dict) -> str:
     "The benchmark `result` (`run_bench`'s) as a text table with the machine and the goals."
-    cols = [('row', 'row', 56), ('batch', 'batch', 5), ('throughput', 'thru', 8), ('unit', 'unit', 7), ('per_core', '/core', 6),
-            ('step_ms', 'step ms', 8), ('tok_ms', 'tok', 7), ('fb_ms', 'fwd+bwd', 7), ('opt_ms', 'opt', 6), ('other_ms', 'other', 6),
-            ('peak_mb', 'peak MB', 7), ('mfu', 'MFU', 5), ('vs', 'vs', 6), ('note', 'note', 0)]
-    fmt = lambda cells: '  '.join(str(c)[:w].ljust(w) if i in (0, 3) else (str(c).rjust(w) if w else str(c))
-                                  for i, (c, (_, _, w)) in enumerate(zip(cells, cols))).rstrip()
     lines = [f"beit-bench --preset {result['preset']['name']}  ({result['date']})", 'machine: ' + machine_line(result['machine']), '']
-    sections = list(dict.fromkeys(r['section'] for r in result['rows']))
-    for s in sections:
+    for s in dict.fromkeys(r['section'] for r in result['rows']):
         rs = [r for r in result['rows'] if r['section'] == s]
         vs = next((r['vs_what'] for r in rs if r['vs_what']), '')
         mem = next((r['mem_kind'] for r in rs if r['mem_kind']), '')
-        lines += [f"## {s}" + (f"   (vs: × {vs})" if vs else '') + (f"   (peak: {mem})" if mem else ''), fmt([h for _, h, _ in cols])]
-        for r in rs:
-            cells = []
-            for k, _, _ in cols:
-                v = r.get(k)
-                if k == 'mfu' and v is not None: v = f'{100 * v:.0f}%'
-                elif k == 'vs' and v is not None: v = f'{v:.2f}'
-                elif k == 'precision': v = v or ''
-                cells.append(_num(v) if k not in ('row', 'unit', 'note') else (v or ''))
-            if r.get('precision'): cells[-1] = f"{r['precision']}; {cells[-1]}".rstrip('; ')
-            lines.append(fmt(cells))
-        lines.append('')
+        lines += [f"## {s}" + (f"   (vs: × {vs})" if vs else '') + (f"   (peak: {mem})" if mem else ''), _line([h for _, h, _ in _COLS])]
+        lines += [_line(_cells(r)) for r in rs] + ['']
     if result.get('goals'):
         lines.append('## goals')
-        for g in result['goals']:
-            t = g['target']; tgt = f"{'≤' if 'overhead' in g['goal'] or 'share' in g['goal'] else '≥'} {f'{t:,g}' if t >= 1 else f'{100 * t:.0f}%'}"
-            if 'vs' in g['goal'] or 'masking' in g['goal']: tgt += '×'
-            lines.append(f"{'met   ' if g['met'] else 'MISSED'}  {g['goal']}: {g['shown']} (goal {tgt})")
+        lines += [f"{'met   ' if g['met'] else 'MISSED'}  {g['goal']}: {g['shown']} (goal {g['target_shown']})" for g in result['goals']]
     return '\n'.join(lines).rstrip() + '\n'
 
+# %% ../nbs/10_measure.ipynb #1e3a5c7d
+def plot_steps(result:dict, path=None, section:str|None=None):
+    "A bar chart of the step rows' images/s (the first step section, or `section`); saved to `path` if given. → the Figure."
+    from matplotlib.figure import Figure
+    steps = [r for r in result['rows'] if r['section'].startswith('step')]
+    section = section or (steps[0]['section'] if steps else None)
+    rs = [r for r in steps if r['section'] == section]
+    if not rs: return None
+    fig = Figure(figsize=(9, 0.32 * len(rs) + 1.2), layout='constrained'); ax = fig.add_subplot()
+    y = np.arange(len(rs))[::-1]
+    ax.barh(y, [r['throughput'] for r in rs], color=['#4c72b0' if str(r.get('key', '')).startswith('step.learner') or
+                                                    r.get('key') == 'step.bare' else '#999999' for r in rs])
+    for yi, r in zip(y, rs): ax.text(r['throughput'], yi, f" {_num(r['throughput'])}", va='center', fontsize=8)
+    ax.set_yticks(y, [r['row'] for r in rs], fontsize=8); ax.set_xlabel('images/s (higher is better)')
+    ax.set_title(f"{section} ({result['machine']['gpu'] if result['machine'].get('gpu', 'none') != 'none' else result['machine']['cpu']})",
+                 fontsize=9)
+    ax.margins(x=0.15)
+    if path: Path(path).parent.mkdir(parents=True, exist_ok=True); fig.savefig(path, dpi=120)
+    return fig
+
 # %% ../nbs/10_measure.ipynb #ba85b7cd
-def write_results(result:dict, out) -> Path:
-    "Write `bench.txt` (the table), `bench.csv` (the rows) and `bench.json` (everything) into the folder `out`."
+def write_results(result:dict, out, chart=None) -> Path:
+    "The one writer: `bench.txt` (the table), `bench.csv` (the rows), `bench.json` (everything) and the step chart into `out`."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     (out/'bench.txt').write_text(format_table(result))
     with open(out/'bench.csv', 'w', newline='') as f:
         w = csv.DictWriter(f, fieldnames=list(ROW_KEYS)); w.writeheader(); w.writerows(result['rows'])
     (out/'bench.json').write_text(json.dumps(result, indent=1, default=str))
+    plot_steps(result, chart or out/'bench_steps.png')                   # none without step rows
     return out
 
 # %% ../nbs/10_measure.ipynb #574aec8a

@@ -1,8 +1,9 @@
 """`beit-bench --preset cpu --passes 1` as installed (the preset `make test` runs, one pass over the step rows): one
-run prints the table and writes bench.txt, bench.csv and bench.json with every expected row (the four step rows, each
-fast-path switch, the data-loading rows, masking, augmentation, tokenizer, segmentation inference), the machine
-named (CPU, cores, torch/timm/transformers versions) and the goals. No timing is asserted: only that numbers are
-there and positive. (A preset that does not exist is refused in the notebook, 10b_bench.)"""
+run prints the table and writes bench.txt, bench.csv, bench.json and the step chart bench_steps.png with every expected
+row (the four step rows, each fast-path switch, the data-loading rows, masking, the augmentation phase by phase and
+end to end, tokenizer, segmentation inference), each row with a key of its own, the machine named (CPU, cores,
+torch/timm/transformers versions) and the goals as records. No timing is asserted: only that numbers are there and
+positive. (A preset that does not exist is refused in the notebook, 10b_bench.)"""
 import csv, json, os, subprocess, sys
 from pathlib import Path
 import pytest
@@ -17,7 +18,11 @@ STEP_ROWS = ['beit_nb Learner (beit-pretrain)', 'beit_nb bare loop', 'HF BeitFor
              'beit_nb Learner, fed by its DataLoader, 0 worker(s)', 'beit_nb Learner, fed by its DataLoader, 2 worker(s)']
 OTHER_ROWS = ['beit_nb MaskingGenerator.masks (one by one)', 'beit_nb MaskingGenerator.masks, exact count',
               'beit_nb MaskingGenerator.batch_masks (vectorised)', 'beit_nb MaskingGenerator.batch_masks, exact count',
-              'plain Algorithm 1 (numpy, per image)', 'two-view augmentation, main process', 'DataLoader, 2 worker(s)',
+              'plain Algorithm 1 (numpy, per image)', 'JPEG decode (load_image, full image)', 'colour jitter + flip (full image)',
+              'crop + resize to view 1 (bicubic)', 'crop + resize to view 2 (Lanczos)', 'tensor conversion (both views)',
+              'normalisation (view 1)', 'PIL path, every phase (BeitPretrainTransform)',
+              'uint8 views, jitter on the crop (the exact CPU path)', 'uint8 views, jitter on the device, DCT-scaled decode',
+              'two-view augmentation, main process', 'DataLoader, 2 worker(s)',
               'tokenizer fp32 (DalleTokenizer.encode)', 'tokenizer channels-last', 'tokenizer channels-last + bf16 + inference_mode',
               'demo segmentor: BEiT-tiny/8 + UPerNet, slide 64/43']
 
@@ -43,11 +48,22 @@ def test_csv_has_every_row(run):
     names = [x['row'] for x in rows]
     for n in STEP_ROWS + OTHER_ROWS: assert n in names, n
     for x in rows: assert float(x['throughput']) > 0, x
+    keys = [x['key'] for x in rows]
+    assert all(keys) and len(set(keys)) == len(keys), keys
     steps = [x for x in rows if x['section'].startswith('step')]
     for x in steps:
         for k in ('step_ms', 'fb_ms', 'opt_ms', 'peak_mb'): assert float(x[k]) >= 0, (x['row'], k)
         assert x['precision'] in ('fp32', 'bf16')
-    assert {x['section'] for x in rows} >= {'masking', 'augmentation', 'tokenizer', 'segmentation'}
+    assert {x['section'] for x in rows} >= {'masking', 'augmentation', 'augmentation: per image, one core', 'tokenizer', 'segmentation'}
+    aug = {x['key']: x for x in rows if x['section'] == 'augmentation: per image, one core'}
+    assert float(aug['aug.phases']['per_core']) > 0 and float(aug['aug.phases']['step_ms']) > 0
+    assert abs(sum(float(aug[f'aug.phase.{k}']['step_ms']) for k in ('decode', 'jitter', 'view1', 'view2', 'tensor', 'normalise', 'mask'))
+               - float(aug['aug.phases']['step_ms'])) < 0.1 * float(aug['aug.phases']['step_ms'])    # the phases make up the image
+
+def test_chart_of_the_step_rows(run):
+    from PIL import Image
+    _, out = run
+    with Image.open(out/'bench_steps.png') as im: assert im.format == 'PNG' and im.size[1] > 300
 
 def test_json_names_the_machine(run):
     _, out = run
@@ -60,4 +76,6 @@ def test_json_names_the_machine(run):
     assert j['preset']['name'] == 'cpu' and j['preset']['passes'] == 1 and j['device'] == 'cpu'
     assert len(j['rows']) == len(list(csv.DictReader(open(out/'bench.csv'))))
     goals = {g['goal'].split(' (')[0] for g in j['goals']}
-    assert {'beit_nb step', 'Learner overhead over the bare loop', 'masking'} <= goals, goals
+    assert {'beit_nb step', 'Learner overhead over the bare loop', 'masking', 'Learner fed by its own DataLoader vs pre-made batches',
+            'loading cores per GPU at 2,500 img/s, PIL path'} <= goals, goals
+    for g in j['goals']: assert isinstance(g['higher'], bool) and g['target'] > 0 and g['target_shown'][0] in '≥≤', g
