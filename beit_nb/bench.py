@@ -17,8 +17,9 @@ from fastcore.script import call_parse
 from .measure import (
     machine_info, vit_macs, dalle_encoder_macs, step_flops, gpu_peak_flops, mfu, StepTimer, timed, time_steps, trim_memory,
     Runner, run_passes, Goal, rows_by_key, format_table, plot_steps, write_results)
+from .synthetic import write_imagenet_like
 from .bench_components import (
-    write_imagenet_like, GPU_GOAL, MASKS_ONE, MASKS_BATCH, MASKS_PLAIN, masking_rows, augmentation_rows, random_dalle_tokenizer,
+    GPU_GOAL, MASKS_ONE, MASKS_BATCH, MASKS_PLAIN, masking_rows, augmentation_rows, random_dalle_tokenizer,
     bf16_autocast, channels_last_layout, tokenizer_rows, SegSpec, segmentation_rows)
 from .pretrain import PretrainConfig
 
@@ -148,14 +149,14 @@ def key(self:FastPath) -> str:
 def _ticks(timer:StepTimer):
     "Callbacks that tick `timer` around the Learner's own: start, tokens made, backward done, optimizer stepped."
     from fastai.callback.core import Callback
-    from beit_nb.pretrain import MIMCallback
+    from beit_nb.targets import TargetCallback
     class TickFirst(Callback):
         order = -1000
         def before_batch(self): timer.mark('start')
         def before_step(self): timer.mark('fb')
         def after_train(self): timer.stop()                    # closes the last step
     class TickTokens(Callback):
-        order = MIMCallback.order + 1
+        order = TargetCallback.order + 1
         def before_batch(self): timer.mark('tok')
     class TickLast(Callback):
         order = 1000
@@ -180,7 +181,7 @@ def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(
     import io
     from fastai.data.core import DataLoaders
     from fastai.optimizer import OptimWrapper
-    from beit_nb.pretrain import pretrain_learner, pretrain_no_decay, MIMCallback
+    from beit_nb.pretrain import pretrain_learner, pretrain_no_decay
     from beit_nb.recipe import make_adamw
     from beit_nb.training import AcceleratedTraining
     from beit_nb.run_files import Checkpointer
@@ -189,7 +190,7 @@ def learner_step(spec:ModelSpec, batches, tok, data_dir, fast:FastPath=FastPath(
     with tempfile.TemporaryDirectory() as run, contextlib.redirect_stdout(io.StringIO()):
         torch.manual_seed(0)
         learn = pretrain_learner(cfg, data=data_dir, tokenizer=tok, run_dir=run, progress=False)
-        next(cb for cb in learn.cbs if isinstance(cb, MIMCallback)).channels_last = fast.channels_last
+        learn.mim_target.channels_last = fast.channels_last
         next(cb for cb in learn.cbs if isinstance(cb, AcceleratedTraining)).non_blocking = fast.non_blocking
         learn.model.sdpa_bias = fast.sdpa_bias
         learn.remove_cbs([cb for cb in learn.cbs if isinstance(cb, Checkpointer)])   # its save comes after the timed steps

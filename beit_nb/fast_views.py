@@ -20,29 +20,9 @@ from torchvision.transforms.functional import pil_modes_mapping
 from .data import BeitPretrainTransform, to_rgb
 
 # %% auto #0
-__all__ = ['IMAGENET_LIKE_SIZES', 'JITTER_RECORD', 'write_imagenet_like_jpegs', 'draw_view_params', 'jitter_factors',
-           'pil_jitter_op', 'contrast_centre', 'jitter_crop', 'draft_scale', 'decode_for_crop', 'jitter_record',
-           'device_color_jitter', 'grey_mean', 'views_to_float', 'FastPretrainTransform', 'resolve_color_jitter_on',
-           'LazyImages']
-
-# %% ../nbs/00a_fast_views.ipynb #eb8a22a4
-IMAGENET_LIKE_SIZES = [(500, 375)] * 8 + [(375, 500)] * 3 + [(500, 333)] * 4 + [(333, 500), (400, 300), (400, 300), (300, 400), (500, 400)]
-
-def write_imagenet_like_jpegs(folder, n:int=50, seed:int=0, quality:int=96) -> list[Path]:
-    "`n` JPEGs with ImageNet's shapes (`IMAGENET_LIKE_SIZES`) and quality, half 4:4:4 and half 4:2:0, cut from scikit-image's photos."
-    from beit_nb.synthetic import sample_photos             # the demo data: imported only when asked
-    folder, photos, rng = Path(folder), sample_photos(), np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    names, out = sorted(photos), []
-    for k in range(n):
-        img = Image.fromarray(photos[names[k % len(names)]]); W, H = img.size
-        tw, th = IMAGENET_LIKE_SIZES[rng.integers(len(IMAGENET_LIKE_SIZES))]
-        cw = min(W, H * tw / th) * rng.uniform(0.6, 1.0); ch = cw * th / tw
-        l, t = rng.uniform(0, W - cw), rng.uniform(0, H - ch)
-        win = img.crop((round(l), round(t), round(l + cw), round(t + ch))).resize((tw, th), Image.Resampling.LANCZOS)
-        out.append(folder/f'{k:04d}_{names[k % len(names)]}.jpg')
-        win.save(out[-1], quality=quality, subsampling=0 if k % 2 == 0 else 2)
-    return out
+__all__ = ['JITTER_RECORD', 'draw_view_params', 'jitter_factors', 'pil_jitter_op', 'contrast_centre', 'jitter_crop',
+           'draft_scale', 'decode_for_crop', 'jitter_record', 'device_color_jitter', 'grey_mean', 'views_to_float',
+           'FastPretrainTransform', 'resolve_color_jitter_on', 'LazyImages']
 
 # %% ../nbs/00a_fast_views.ipynb #9786ab51
 _FACTORS = ('brightness_factor', 'contrast_factor', 'saturation_factor', 'hue_factor')   # ColorJitter's ops 0..3

@@ -7,29 +7,32 @@ Docs: https://beit-nb.github.io/beit_nb/pretrain.html.md"""
 
 # %% ../nbs/05_pretrain.ipynb #3eb905e6
 from __future__ import annotations
-import json, math, sys
+import json, math, random, sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch, torch.nn as nn
+from torch.utils.data import DataLoader
 
 import timm
 from fastai.learner import Learner
 from fastai.callback.core import Callback, TrainEvalCallback
 
 from .data import UnlabeledImageFolder, BeitPretrainTransform, input_mean_std, check_crop_scale
-from .tokenizer import load_tokenizer
+from .tokenizer import load_tokenizer, read_tokenizer_config
 from .masking import MaskingGenerator, RandomMaskingGenerator
 import beit_nb.backbone  # registers the *_8k_vocab models in timm's registry
-from .mim import mim_loss, mim_labels, pixel_regression_target, pixel_regression_loss, evaluate_mim
+from .mim import mim_loss, mim_labels, evaluate_mim
+from .targets import MIMTarget, TargetCallback, TokenTarget, PixelTarget, HOGTarget, PCATarget, save_target, load_target
 from .training import TrainConfig, SeededSamples
 from .run_files import BatchAccuracy
-from .recipe import Run, check_inputs, start_run, resumable_learner, train_and_save, recipe_command, make_adamw
+from .recipe import Run, check_inputs, start_run, resumable_learner, train_and_save, recipe_command, make_adamw, loader_workers
 
 # %% auto #0
-__all__ = ['beit_pretrain', 'PretrainConfig', 'pretrain_no_decay', 'MIMCallback', 'DeviceViewsCallback', 'masking_generator',
-           'pixel_head_size', 'PixelRegressionCallback', 'build_model', 'pretrain_learner', 'pretrain', 'heldout_views',
+__all__ = ['beit_pretrain', 'PretrainConfig', 'pretrain_no_decay', 'DeviceViewsCallback', 'masking_generator', 'patch_grid',
+           'build_model', 'pca_fit_views', 'pca_target', 'mim_target', 'pretrain_learner', 'pretrain', 'heldout_views',
            'heldout_set', 'parse_nan_batches']
 
 # %% ../nbs/05_pretrain.ipynb #b73af731
@@ -60,8 +63,15 @@ class PretrainConfig(TrainConfig):
     color_jitter_on: str = 'auto'         # where colour jitter runs: cpu (PIL, the reference), device (batched on the GPU from the workers' draws), auto (device on CUDA)
     decode_draft: bool = False            # decode JPEGs at 1/2-1/8 scale when the crop is at least twice view 1's side (close, not exact; 00a)
     masking: str = 'block'                # block: Algorithm 1 (the paper); random: uniform, same count (Table 4)
-    target: str = 'tokens'                # tokens: visual tokens (the paper); pixels: regress the masked patches' pixels (Table 4; no tokenizer)
+    target: str = 'tokens'                # what the model predicts at the masked patches (04a): tokens (the paper), pixels (Table 4), hog (MaskFeat), pca (the patches' PCA), vqkd (a VQ-KD tokenizer's codes)
     pixel_norm: bool = True               # target pixels: each target patch standardised (zero mean, unit variance); else raw [0,1] pixels
+    hog_cell_size: int = 8                # target hog: histogram cells of this many pixels, a divisor of the patch size (MaskFeat: 8)
+    hog_norm: str = 'cell'                # target hog: L2-normalise each cell's 9 bins (cell, MaskFeat's code) or the patch's cells together (patch)
+    pca_k: int = 16                       # target pca: the leading whitened PCA coefficients of a patch that are its target
+    pca_codes: int = 0                    # target pca: 0 regresses the k coefficients; N > 1 classifies their k-means code among N
+    pca_norm: bool = False                # target pca: each patch standardised (as pixel_norm) before the PCA
+    pca_fit_images: int = 512             # target pca: the basis is fitted once, on view 1 of this many of the run's images (epoch 0's augmentation)
+    pca_max_patches: int = 100000         # target pca: at most this many of their patches (a seeded draw) enter the fit
     n_demo: int = 0                       # without --data: train on this many bundled synthetic scenes, with the demo tokenizer (the demo preset: 2000)
 
     def __post_init__(self):
@@ -77,7 +87,12 @@ class PretrainConfig(TrainConfig):
                                                                  and self.max_mask_patches_per_block >= self.min_num_patches):
             self._bad('max_mask_patches_per_block', f'None or an int >= min_num_patches={self.min_num_patches}')
         if self.masking not in ('block', 'random'): self._bad('masking', "'block' or 'random'")
-        if self.target not in ('tokens', 'pixels'): self._bad('target', "'tokens' or 'pixels'")
+        if self.target not in ('tokens', 'pixels', 'hog', 'pca', 'vqkd'): self._bad('target', "'tokens', 'pixels', 'hog', 'pca' or 'vqkd'")
+        if self.hog_norm not in ('cell', 'patch'): self._bad('hog_norm', "'cell' or 'patch'")
+        for f in ('hog_cell_size', 'pca_k', 'pca_fit_images', 'pca_max_patches'):
+            if not pos_int(getattr(self, f)): self._bad(f, 'a positive int')
+        if not (type(self.pca_codes) is int and self.pca_codes >= 0 and self.pca_codes != 1):
+            self._bad('pca_codes', '0 (regress the coefficients) or a number of k-means codes > 1')
         self.crop_scale = check_crop_scale(self.crop_scale, type(self).__name__)
         if self.color_jitter_on not in ('auto', 'cpu', 'device'): self._bad('color_jitter_on', "'auto', 'cpu' or 'device'")
 
@@ -96,38 +111,13 @@ def pretrain_no_decay(model:nn.Module, cfg:PretrainConfig) -> set:
     if cfg.decay_mask_token_and_rel_pos: return set()
     return {'mask_token'} | {n for n, _ in model.named_parameters() if n.endswith('relative_position_bias_table')}
 
-# %% ../nbs/05_pretrain.ipynb #3f86ea79
-class MIMCallback(Callback):
-    "Turn `(view1, view2, mask)` into `xb=(view1, bool_masked_pos)`, `yb=(visual tokens of the masked patches,)`."
-    order = TrainEvalCallback.order + 5                     # after AcceleratedTraining has placed the model
-    def __init__(self, tokenizer:nn.Module, channels_last:bool=True):
-        # channels_last: the convolutional tokenizer runs in NHWC layout, which oneDNN and cuDNN prefer (10b_bench measures it)
-        self.tokenizer, self.channels_last = tokenizer, channels_last
-        for p in tokenizer.parameters(): p.requires_grad_(False)
-
-    def before_fit(self):
-        self.tokenizer.to(next(self.learn.model.parameters()).device).eval()
-        if self.channels_last: self.tokenizer.to(memory_format=torch.channels_last)
-
-    def after_fit(self):
-        if self.channels_last: self.tokenizer.to(memory_format=torch.contiguous_format)   # as it came (safetensors wants contiguous)
-
-    def before_batch(self):
-        view1, view2 = self.learn.xb[:2]
-        mask = self.learn.yb[0].flatten(1).bool()
-        x = view2.float()
-        if self.channels_last and x.ndim == 4: x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), torch.autocast(view2.device.type, enabled=False):   # labels in fp32, whatever encloses us
-            labels = mim_labels(self.tokenizer, x, mask)
-        self.learn.xb, self.learn.yb = (view1, mask), (labels,)
-
 # %% ../nbs/05_pretrain.ipynb #f8fc3b61
 from .data import ImageFiles
 from .fast_views import FastPretrainTransform, LazyImages, resolve_color_jitter_on, views_to_float
 
 class DeviceViewsCallback(Callback):
-    "The workers' uint8 views → the float views `MIMCallback`/`PixelRegressionCallback` read: colour jitter (if the draws came along), conversion, normalisation."
-    order = MIMCallback.order - 1                          # on the device already (AcceleratedTraining), before the targets are made
+    "The workers' uint8 views → the float views `TargetCallback` reads: colour jitter (if the draws came along), conversion, normalisation."
+    order = TargetCallback.order - 1                         # on the device already (AcceleratedTraining), before the targets are made
     def __init__(self, mean, std): self.mean, self.std = tuple(mean), tuple(std)
 
     def views(self, view1, view2, jitter=None):
@@ -146,34 +136,21 @@ def masking_generator(cfg:PretrainConfig, grid, seed=None):
     return MaskingGenerator(grid, cfg.num_masking_patches, cfg.min_num_patches, max_num_patches=cfg.max_mask_patches_per_block,
                             exact=True, seed=seed)
 
-def pixel_head_size(cfg:PretrainConfig) -> int:
-    "Outputs per patch of the pixel-regression head: p·p·3 for the model's p×p patches (read off a weightless meta-device copy)."
-    with torch.device('meta'): p = timm.create_model(cfg.model_name, img_size=cfg.input_size, depth=1).patch_embed.patch_size
-    return p[0] * p[1] * 3
-
-class PixelRegressionCallback(Callback):
-    "`(view1, view2, mask)` → `xb=(view1, bool_masked_pos)`, `yb=(fp32 pixel targets [B,N,p·p·3] of view 1, bool_masked_pos)`."
-    order = MIMCallback.order
-    def __init__(self, patch_size:int, mean, std, normalize:bool=True):
-        self.patch_size, self.normalize = patch_size, normalize
-        self.mean, self.std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
-
-    def before_batch(self):
-        view1 = self.learn.xb[0]
-        mask = self.learn.yb[0].flatten(1).bool()
-        with torch.no_grad(), torch.autocast(view1.device.type, enabled=False):    # targets in fp32, whatever encloses us
-            pixels = view1.float() * self.std.to(view1.device) + self.mean.to(view1.device)   # undo the normalisation: [0, 1]
-            target = pixel_regression_target(pixels, self.patch_size, normalize=self.normalize)
-        self.learn.xb, self.learn.yb = (view1, mask), (target, mask)
-
 # %% ../nbs/05_pretrain.ipynb #5994e22f
 def _tokenizer(tokenizer, cfg:PretrainConfig):
-    if isinstance(tokenizer, nn.Module): return tokenizer
-    if tokenizer is not None:
-        if not Path(tokenizer).exists():
-            raise FileNotFoundError(f'--tokenizer {tokenizer}: no such folder (expected one written by beit_nb.tokenizer.save_tokenizer '
-                                    'or convert_dalle_pickles)')
-        return load_tokenizer(tokenizer)
+    "The tokenizer of a `tokens` or `vqkd` run: a module, a folder (`vqkd`: a `VQKDTokenizer`'s), or the demo's."
+    folder = tokenizer is not None and not isinstance(tokenizer, nn.Module)
+    if folder and not Path(tokenizer).exists():
+        raise FileNotFoundError(f'--tokenizer {tokenizer}: no such folder (expected one written by beit_nb.tokenizer.save_tokenizer '
+                                'or convert_dalle_pickles)')
+    if cfg.target == 'vqkd':
+        if tokenizer is None: raise ValueError('--target vqkd needs --tokenizer DIR, a VQ-KD tokenizer folder (beit-train-tokenizer --kind vqkd)')
+        kind = read_tokenizer_config(tokenizer).get('type') if folder else type(tokenizer).__name__
+        if kind != 'VQKDTokenizer':
+            raise ValueError(f'--target vqkd: --tokenizer {tokenizer} is a {kind}, not a VQKDTokenizer (beit-train-tokenizer --kind vqkd '
+                             'writes one; --target tokens takes any tokenizer)')
+    if folder: return load_tokenizer(tokenizer)
+    if tokenizer is not None: return tokenizer
     if cfg.n_demo:
         from beit_nb.synthetic import demo_tokenizer   # the demo only: the core chain does not import the demo data
         return demo_tokenizer()
@@ -181,24 +158,27 @@ def _tokenizer(tokenizer, cfg:PretrainConfig):
                      'or converted DALL-E weights), or --preset demo for the bundled demo tokenizer')
 
 # %% ../nbs/05_pretrain.ipynb #1a84d412
-def _grid(model) -> tuple[int, int]: return tuple(model.patch_embed.grid_size)
-
-def build_model(cfg:PretrainConfig, vocab_size:int|None=None) -> nn.Module:
-    "The `BeitForMIM` of `cfg` (timm registry name + the recipe's architecture flags); `vocab_size` None: a p·p·3 pixel head."
-    kw = dict(depth=cfg.depth) if cfg.depth else {}
-    try:
-        if vocab_size is None: vocab_size = pixel_head_size(cfg)
-        return timm.create_model(cfg.model_name, vocab_size=vocab_size, img_size=cfg.input_size, drop_path_rate=cfg.drop_path,
-                                 init_values=cfg.init_values or None, use_abs_pos_emb=cfg.abs_pos_emb,
-                                 use_shared_rel_pos_bias=cfg.shared_rel_pos_bias, use_rel_pos_bias=not cfg.shared_rel_pos_bias, **kw)
+def _create(cfg:PretrainConfig, **kw) -> nn.Module:
+    "timm's `cfg.model_name` at `cfg.input_size`; a name timm does not know ends in one line that lists the ones it does."
+    try: return timm.create_model(cfg.model_name, img_size=cfg.input_size, **kw)
     except RuntimeError as e:
         if 'Unknown model' not in str(e): raise
         names = ', '.join(n for n in timm.list_models('beit_*') if n.endswith('_vocab'))
         raise ValueError(f'--model-name {cfg.model_name}: not a registered BEiT-for-MIM model; available: {names}') from None
 
-def _check_fits(cfg:PretrainConfig, tok, model):
-    "The tokenizer's grid (if any) must be the model's patch grid, and the masking budget must fit it."
-    grid = _grid(model)
+def patch_grid(cfg:PretrainConfig) -> tuple[int, tuple[int, int]]:
+    "The model's patch size and patch grid, read off a weightless meta-device copy (what the target and the data need first)."
+    with torch.device('meta'): pe = _create(cfg, depth=1).patch_embed
+    return pe.patch_size[0], tuple(pe.grid_size)
+
+def build_model(cfg:PretrainConfig, out_features:int) -> nn.Module:
+    "The `BeitForMIM` of `cfg` (timm registry name + the recipe's architecture flags), its MIM head of `out_features` (a target's)."
+    return _create(cfg, vocab_size=out_features, drop_path_rate=cfg.drop_path, init_values=cfg.init_values or None,
+                   use_abs_pos_emb=cfg.abs_pos_emb, use_shared_rel_pos_bias=cfg.shared_rel_pos_bias,
+                   use_rel_pos_bias=not cfg.shared_rel_pos_bias, **(dict(depth=cfg.depth) if cfg.depth else {}))
+
+def _check_fits(cfg:PretrainConfig, tok, grid:tuple[int, int]):
+    "The tokenizer's grid (if any) must be the model's patch `grid`, and the masking budget must fit it."
     if tok is not None and ((tok.grid_size, tok.grid_size) != grid or tok.input_size != cfg.second_input_size):
         raise ValueError(f'the tokenizer reads {tok.input_size} px into a {tok.grid_size}×{tok.grid_size} grid, but the model '
                          f'has a {grid[0]}×{grid[1]} patch grid and second_input_size={cfg.second_input_size}: they must match')
@@ -226,18 +206,75 @@ def _pretrain_data(cfg:PretrainConfig, data, grid) -> SeededSamples:
     if cfg.decode_draft and isinstance(images, ImageFiles): images = LazyImages(images)   # the transform decodes, at its crop's scale
     return SeededSamples(images, tfm, cfg.seed)
 
-# %% ../nbs/05_pretrain.ipynb #79f89d5e
-def _objective(cfg:PretrainConfig, tok, model):
-    "Loss, metrics and batch callback of `cfg.target`: token cross-entropy and accuracy, or the masked patches' pixel MSE alone."
-    if cfg.target == 'tokens': return mim_loss, [BatchAccuracy('mim_accuracy')], MIMCallback(tok)   # the run log's arg-max, shared
+# %% ../nbs/05_pretrain.ipynb #19934800
+@contextmanager
+def _global_rng_kept():
+    "Leave the global random states (torch's CPU generator, numpy's, Python's) as they were: the samples reseed them."
+    py, npy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]): yield
+    finally: random.setstate(py); np.random.set_state(npy)
+
+def pca_fit_views(ds:SeededSamples, cfg:PretrainConfig, device=None, batch_size:int=64):
+    "Batches of what the PCA target is fitted on: view 1 of `cfg.pca_fit_images` of `ds`'s images (drawn with `cfg.seed`) as epoch 0 augments them, in [0, 1] on `device`."
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.pca_fit_images].tolist()
+    dl = DataLoader(ds, batch_size=batch_size, sampler=[(0, i) for i in order], num_workers=loader_workers(cfg))
+    unit = DeviceViewsCallback((0.,) * 3, (1.,) * 3)           # the run's conversion (and device jitter), without its normalisation
+    for *xb, _mask in dl: yield unit.views(*(t.to(device) for t in xb[:3]))[0]
+
+# %% ../nbs/05_pretrain.ipynb #ed0c193b
+def _pca_describe(t) -> str:
+    if not isinstance(t, PCATarget): return f'a {t.name} target'
+    return f'pca_k={t.k}, pca_codes={t.n_codes}, pca_norm={t.normalize} on {t.patch_size}-px patches, view mean {t.config["mean"]}, std {t.config["std"]}'
+
+def pca_target(cfg:PretrainConfig, patch_size:int, ds:SeededSamples, run:Run) -> PCATarget:
+    "The run's PCA target: `run_dir/target.safetensors` if there (a resumed run), else fitted on `pca_fit_views` by the main process and saved there first."
+    path, accel = run.run_dir/'target.safetensors', run.accel
     mean, std = input_mean_std(cfg.imagenet_mean_std)
-    return pixel_regression_loss, [], PixelRegressionCallback(model.patch_embed.patch_size[0], mean, std, cfg.pixel_norm)
+    if cfg.pca_k >= patch_size ** 2 * len(mean):
+        raise ValueError(f'pca_k={cfg.pca_k}: a {patch_size}-px patch has only {patch_size ** 2 * len(mean)} values; keep fewer components')
+    fit = accel.is_main_process and not path.exists()
+    if fit:
+        with _global_rng_kept():                                  # the model's initialisation does not depend on whether a fit ran
+            t = PCATarget.fit(pca_fit_views(ds, cfg, accel.device), patch_size, cfg.pca_k, mean, std, n_codes=cfg.pca_codes,
+                              normalize=cfg.pca_norm, max_patches=cfg.pca_max_patches, seed=cfg.seed, device=accel.device)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_target(t, path.with_name(path.name + '.tmp')).replace(path)      # whole or absent, whenever the run is killed
+        run.log(f'PCA target: {cfg.pca_k} components fitted on {t.fit_info["n_patches"]} patches of {min(cfg.pca_fit_images, len(ds))} '
+                f'images ({sum(t.fit_info["explained_variance_ratio"]):.1%} of their variance)'
+                + (f', {cfg.pca_codes} k-means codes' if cfg.pca_codes else '') + f'; saved to {path}')
+    accel.wait_for_everyone()                                     # then every process reads the one file
+    t = load_target(path)
+    if not fit: run.log(f'PCA target: read from {path}')
+    same = isinstance(t, PCATarget) and (t.k, t.n_codes, t.normalize, t.patch_size) == (cfg.pca_k, cfg.pca_codes, cfg.pca_norm, patch_size)
+    if not (same and torch.allclose(t.view_mean.flatten(), torch.tensor(mean)) and torch.allclose(t.view_std.flatten(), torch.tensor(std))):
+        raise ValueError(f'{path} holds {_pca_describe(t)}, but this run asks for pca_k={cfg.pca_k}, pca_codes={cfg.pca_codes}, '
+                         f'pca_norm={cfg.pca_norm} on {patch_size}-px patches, view mean {list(mean)}, std {list(std)}: resume with '
+                         'the config it was fitted for, or start in another --run-dir')
+    return t
+
+# %% ../nbs/05_pretrain.ipynb #79f89d5e
+def mim_target(cfg:PretrainConfig, patch_size:int, tok:nn.Module|None=None, ds:SeededSamples|None=None, run:Run|None=None) -> MIMTarget:
+    "The `MIMTarget` (04a) of `cfg.target` for `patch_size`-px patches: `tok`'s codes (tokens, vqkd), or from view 1 (pixels, hog; pca: fitted on `ds` for `run`)."
+    mean, std = input_mean_std(cfg.imagenet_mean_std)
+    if cfg.target in ('tokens', 'vqkd'): return TokenTarget(tok)
+    if cfg.target == 'pixels': return PixelTarget(patch_size, mean, std, normalize=cfg.pixel_norm)
+    if cfg.target == 'hog':
+        if patch_size % cfg.hog_cell_size:
+            raise ValueError(f"hog_cell_size={cfg.hog_cell_size}: expected a divisor of the model's patch size, {patch_size}")
+        return HOGTarget(patch_size, mean, std, cell_size=cfg.hog_cell_size, norm=cfg.hog_norm)
+    if ds is None or run is None: raise ValueError("mim_target: the pca target is fitted on the run's own data; pass ds and run")
+    return pca_target(cfg, patch_size, ds, run)
+
+def _objective(target:MIMTarget):
+    "Loss, metrics and batch callback of `target`: its loss, the arg-max accuracy if it classifies (the run log's, shared), and `TargetCallback`."
+    return target.loss, [BatchAccuracy('mim_accuracy')] if target.classification else [], TargetCallback(target)
 
 # %% ../nbs/05_pretrain.ipynb #e6c06ebb
 def pretrain_learner(cfg:PretrainConfig,
                      data:str|None=None,            # image folder to pretrain on (ImageNet layout train/<class>/*.jpg, or any folder of images)
-                     tokenizer:str|None=None,       # tokenizer folder (save_tokenizer / convert_dalle_pickles); with n_demo: the demo's
-                     run_dir:str='runs/pretrain',   # run folder: checkpoints, logs, config, final weights
+                     tokenizer:str|None=None,       # tokenizer folder (save_tokenizer / convert_dalle_pickles; a VQ-KD one for --target vqkd); with n_demo: the demo's
+                     run_dir:str='runs/pretrain',   # run folder: checkpoints, logs, config, final weights (and a PCA target's target.safetensors)
                      resume:str|None=None,          # auto (the newest good checkpoint in --run-dir) or a checkpoint path
                      tensorboard:bool=False,        # also write TensorBoard logs to RUN_DIR/tensorboard
                      progress:bool|None=None,       # a progress bar (default: on a terminal); else one line per epoch
@@ -248,17 +285,19 @@ def pretrain_learner(cfg:PretrainConfig,
     "A fastai `Learner` for BEiT MIM pretraining of `cfg` on the image folder `data` (or `cfg.n_demo` synthetic scenes)."
     check_inputs(cfg, data, data_kind='IMAGE_FOLDER (ImageNet layout or any folder of images)')
     run = start_run(cfg, run_dir, resume, 'beit-pretrain')
-    tok = _tokenizer(tokenizer, cfg) if cfg.target == 'tokens' else None    # pixel regression needs none
-    if tok is None and tokenizer is not None: run.log('note: --target pixels regresses pixels; the tokenizer is not used')
-    model = build_model(cfg, None if tok is None else tok.vocab_size)
-    _check_fits(cfg, tok, model)
-    ds = _pretrain_data(cfg, data, _grid(model))
-    loss_func, metrics, target_cb = _objective(cfg, tok, model)
+    tok = _tokenizer(tokenizer, cfg) if cfg.target in ('tokens', 'vqkd') else None    # the other targets read view 1 alone
+    if tok is None and tokenizer is not None: run.log(f'note: --target {cfg.target} predicts no visual tokens; the tokenizer is not used')
+    patch_size, grid = patch_grid(cfg)
+    _check_fits(cfg, tok, grid)
+    ds = _pretrain_data(cfg, data, grid)
+    target = mim_target(cfg, patch_size, tok, ds, run)
+    model = build_model(cfg, target.out_features)
+    loss_func, metrics, target_cb = _objective(target)
     views = DeviceViewsCallback(*input_mean_std(cfg.imagenet_mean_std))      # the workers' uint8 views → float, on the device
     learn = resumable_learner(run, ds, model, loss_func, metrics=metrics, cbs=[views, target_cb], no_decay=pretrain_no_decay(model, cfg),
                               progress=progress, tensorboard=tensorboard, inject_nan_batches=inject_nan_batches,
                               trace_probe='lm_head.bias' if trace else None, kill_at_step=kill_at_step)
-    learn.tokenizer = tok
+    learn.tokenizer, learn.mim_target = tok, target
     return learn
 
 # %% ../nbs/05_pretrain.ipynb #429f45ab
@@ -267,7 +306,8 @@ def pretrain(cfg:PretrainConfig, **kw) -> Learner:
     learn = pretrain_learner(cfg, **kw)
     mean, std = input_mean_std(cfg.imagenet_mean_std)
     train_and_save(learn, dict(model=cfg.model_name, vocab_size=learn.model.lm_head.out_features, img_size=cfg.input_size,
-                               target=cfg.target, masking=cfg.masking,   # the head: visual-token logits, or p·p·3 pixels (Table 4)
+                               target=cfg.target, masking=cfg.masking,   # the head: the target's classes (tokens, codes) or regression width
+                               mim_target=json.dumps(learn.mim_target.config),     # its type and options (04a; a PCA basis: the run folder's target.safetensors)
                                mean=json.dumps(list(mean)), std=json.dumps(list(std)),     # the normalisation its inputs need (beit-app)
                                **({'depth': cfg.depth} if cfg.depth else {})))
     return learn

@@ -23,8 +23,9 @@ from .dvae_training import train_dvae
 
 # %% auto #0
 __all__ = ['SHAPE_CLASSES', 'TEXTURES', 'PHOTO_NAMES', 'DEMO_TOKENIZER_CONFIG', 'DEMO_TOKENIZER_TRAINING',
-           'SHIPPED_DEMO_TOKENIZER', 'Scenes', 'synthetic_scenes', 'write_ade20k_split', 'write_demo_folders',
-           'sample_photos', 'SceneImages', 'tokenizer_views', 'demo_tokenizer_data', 'demo_views', 'demo_tokenizer']
+           'SHIPPED_DEMO_TOKENIZER', 'IMAGENET_LIKE', 'Scenes', 'synthetic_scenes', 'write_ade20k_split',
+           'write_demo_folders', 'sample_photos', 'SceneImages', 'tokenizer_views', 'demo_tokenizer_data', 'demo_views',
+           'demo_tokenizer', 'imagenet_like_specs', 'write_imagenet_like']
 
 # %% ../nbs/00b_synthetic.ipynb #2627d24b
 SHAPE_CLASSES = ['circle', 'cross', 'ring', 'square', 'star', 'triangle']   # alphabetical: folder datasets index classes the same way
@@ -371,3 +372,38 @@ def demo_tokenizer(cache_dir=None, retrain:bool=False, progress:bool=False, **tr
         if folder.exists(): shutil.rmtree(folder)
         os.replace(tmp_dir, folder)
         return load_tokenizer(folder)
+
+# %% ../nbs/00b_synthetic.ipynb #87505e70
+IMAGENET_LIKE = dict(
+    sizes=((500, 375, .36), (375, 500, .12), (500, 333, .14), (333, 500, .04), (500, 500, .05),     # (w, h, share): the common ones
+           (400, 300, .08), (300, 400, .03), (320, 240, .07), (250, 188, .05),                       # the smaller tail
+           (800, 600, .03), (1024, 768, .02), (1600, 1200, .01)),                                    # the larger tail
+    quality=96, quality_share=.85, other_qualities=(75, 85, 90, 92, 95),   # quality 96 for 85%, else one of these
+    share_444=.75)                                                         # 4:4:4 chroma for 75%, else 4:2:0
+
+def imagenet_like_specs(n:int, seed:int=0, scale:float=1.) -> list[dict]:
+    "`n` draws of `IMAGENET_LIKE`: `dict(w, h, quality, subsampling)` (subsampling: PIL's 0 = 4:4:4, 2 = 4:2:0), sizes × `scale`."
+    d, rng = IMAGENET_LIKE, np.random.default_rng(seed)
+    sizes = np.array([(w, h) for w, h, _ in d['sizes']]); p = np.array([s for _, _, s in d['sizes']])
+    out = []
+    for _ in range(n):
+        w, h = sizes[rng.choice(len(sizes), p=p / p.sum())]
+        q = d['quality'] if rng.random() < d['quality_share'] else int(rng.choice(d['other_qualities']))
+        out.append(dict(w=max(8, round(w * scale)), h=max(8, round(h * scale)), quality=q,
+                        subsampling=0 if rng.random() < d['share_444'] else 2))
+    return out
+
+# %% ../nbs/00b_synthetic.ipynb #9b1d3f5a
+def write_imagenet_like(folder, n:int, seed:int=0, scale:float=1.) -> list[Path]:
+    "`n` JPEGs with ImageNet's sizes, quality and chroma subsampling (`IMAGENET_LIKE`) in `folder`, cut from scikit-image's photos."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    photos = [Image.fromarray(a) for a in sample_photos(names=[p for p in PHOTO_NAMES if p != 'camera']).values()]
+    rng, out = np.random.default_rng(seed + 1), []
+    for i, s in enumerate(imagenet_like_specs(n, seed, scale)):
+        im = photos[i % len(photos)]; w, h = s['w'], s['h']
+        z = max(w / im.width, h / im.height) * rng.uniform(1., 1.3)          # output pixels per photo pixel
+        l, t = rng.uniform(0, im.width - w / z), rng.uniform(0, im.height - h / z)
+        view = im.resize((w, h), Image.BICUBIC, box=(l, t, l + w / z, t + h / z))   # only the crop is resampled
+        p = folder / f'{i:05d}.JPEG'
+        view.save(p, 'JPEG', quality=s['quality'], subsampling=s['subsampling']); out.append(p)
+    return out

@@ -20,13 +20,14 @@ class _FirstViews(Callback):
 
 @pytest.mark.parametrize('where', ['cpu', 'device'])
 def test_target_callback_sees_the_reference_views(where, tmp_path):
-    from beit_nb.pretrain import PretrainConfig, pretrain_learner, DeviceViewsCallback, MIMCallback
+    from beit_nb.pretrain import PretrainConfig, pretrain_learner, DeviceViewsCallback
+    from beit_nb.targets import TargetCallback
     from beit_nb.data import BeitPretrainTransform
     from beit_nb.training import SeededSamples
     cfg = PretrainConfig.from_preset('demo', n_demo=32, depth=1, epochs=1, warmup_epochs=0, save_every=0, batch_size=8,
                                      base_batch=8, num_workers=2, color_jitter_on=where)
     learn = pretrain_learner(cfg, run_dir=tmp_path/'run', progress=False)
-    seen = _FirstViews((DeviceViewsCallback.order + MIMCallback.order) / 2)
+    seen = _FirstViews((DeviceViewsCallback.order + TargetCallback.order) / 2)
     learn.add_cb(seen)
     learn.fit(1)
     ds, st = learn.run_state.dataset, learn.run_state

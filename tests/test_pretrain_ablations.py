@@ -1,7 +1,9 @@
 """Table 4's ablations through the command line: `beit-pretrain --target pixels` trains on a plain image folder with
 no tokenizer (a p·p·3 = 192-output head, the masked-patch MSE as its loss, no token accuracy), `--masking random` and
 `--crop-scale` reach the run's config, and the final `model.safetensors` records the target and the masking in its
-metadata. A token run without a tokenizer still stops with the one-line message.
+metadata. A token run without a tokenizer still stops with the one-line message. The targets beyond the paper's
+(04a) run from the command line too: `--target hog` with its options, and `--target pca`, whose basis is fitted once
+into the run folder and read back, unchanged, by a run resumed after a SIGKILL.
 
 Each run: beit_tiny (64 px, 1 block), batch 8, 1 or 2 epochs: a few seconds."""
 import csv, json, math, os, subprocess, sys
@@ -66,3 +68,31 @@ def test_demo_random_masking_metadata(tmp_path):
     meta, shapes = metadata(out/'model.safetensors')
     assert (meta['target'], meta['masking'], meta['vocab_size']) == ('tokens', 'random', '512')
     assert shapes['lm_head.weight'] == (512, 192)
+
+def test_hog_target(tmp_path):
+    out = tmp_path/'run'
+    r = run('--preset', 'demo', '--n-demo', '32', '--epochs', '1', '--target', 'hog', '--hog-norm', 'patch', '--run-dir', str(out))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    meta, shapes = metadata(out/'model.safetensors')
+    assert (meta['target'], meta['vocab_size'], json.loads(meta['mim_target'])['norm']) == ('hog', str(3 * 9), 'patch')
+    assert shapes['lm_head.weight'] == (3 * 9, 192)                     # 3 channels × 9 bins of the one 8-px cell of a patch
+    assert json.loads((out/'config.json').read_text())['hog_norm'] == 'patch'
+    steps = list(csv.DictReader(open(out/'steps.csv')))
+    assert len(steps) == 32 // 8 and {s['accuracy'] for s in steps} == {''} and all(math.isfinite(float(s['loss'])) for s in steps)
+
+def test_pca_target_survives_a_kill(tmp_path):
+    out = tmp_path/'run'
+    args = ('--preset', 'demo', '--n-demo', '32', '--epochs', '2', '--target', 'pca', '--pca-k', '8', '--pca-codes', '16',
+            '--pca-fit-images', '32', '--run-dir', str(out))
+    r = run(*args, '--kill-at-step', '6')                               # 4 steps per epoch: killed after the epoch-1 checkpoint
+    assert r.returncode == -9, r.stdout[-3000:] + r.stderr[-5000:]
+    assert 'PCA target: 8 components fitted on 2048 patches of 32 images' in r.stdout, r.stdout[-3000:]
+    saved = (out/'target.safetensors').read_bytes()
+    r = run(*args, '--resume', 'auto')
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    assert 'PCA target: read from' in r.stdout and 'fitted' not in r.stdout, r.stdout[-3000:]
+    assert (out/'target.safetensors').read_bytes() == saved                # the same basis and codes, not a second fit
+    meta, shapes = metadata(out/'model.safetensors')
+    assert (meta['target'], meta['vocab_size'], shapes['lm_head.weight']) == ('pca', '16', (16, 192))
+    steps = list(csv.DictReader(open(out/'steps.csv')))
+    assert [int(s['step']) for s in steps] == list(range(1, 9)) and all(0 <= float(s['accuracy']) <= 1 for s in steps)
