@@ -1,6 +1,7 @@
 """What masked image modeling asks the network to predict at the masked patches, as one interface: the paper's visual
-tokens, Table 4's pixels, MaskFeat's histograms of oriented gradients, and the seeds' PCA of patches (whitened
-coefficients or their k-means codes), each with the head it needs, its loss, and one batch callback for all.
+tokens, Table 4's pixels, MaskFeat's histograms of oriented gradients, the seeds' PCA of patches (whitened
+coefficients or their k-means codes) and data2vec's features of an EMA teacher, each with the head it needs, its loss,
+and one batch callback for all.
 
 Docs: https://beit-nb.github.io/beit_nb/targets.html.md"""
 
@@ -19,7 +20,8 @@ from .mim import _flat_mask, mim_labels, mim_loss, mim_accuracy, pixel_regressio
 
 # %% auto #0
 __all__ = ['TARGET_TYPES', 'MIMTarget', 'TargetCallback', 'TokenTarget', 'PixelViewTarget', 'PixelTarget', 'patch_hog',
-           'HOGTarget', 'nearest_centroid', 'kmeans', 'PCATarget', 'save_target', 'load_target', 'unpatchify']
+           'HOGTarget', 'nearest_centroid', 'kmeans', 'PCATarget', 'save_target', 'load_target', 'unpatchify',
+           'data2vec_decay', 'EMATeacher', 'EMATeacherCallback', 'Data2vecTarget']
 
 # %% ../nbs/04a_targets.ipynb #c212750a
 class MIMTarget(nn.Module):
@@ -321,8 +323,8 @@ def save_target(target:MIMTarget, path) -> Path:
     save_file(tensors, str(path), metadata={'mim_target': json.dumps(target.config)})
     return path
 
-def load_target(path, tokenizer:nn.Module|None=None) -> MIMTarget:
-    "The target saved by `save_target` at `path` (a tokens target needs its `tokenizer`)."
+def load_target(path, tokenizer:nn.Module|None=None, **kw) -> MIMTarget:
+    "The target saved by `save_target` at `path` (a tokens target needs its `tokenizer`; a data2vec target its student, `model=`)."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'load_target: no such file {path}')
     with safe_open(str(path), 'pt') as f:
@@ -331,7 +333,7 @@ def load_target(path, tokenizer:nn.Module|None=None) -> MIMTarget:
     cfg = json.loads(meta['mim_target'])
     kind = cfg.pop('type', None)
     if kind not in TARGET_TYPES: raise ValueError(f'load_target: {path} has unknown target type {kind!r} (expected one of {sorted(TARGET_TYPES)})')
-    return TARGET_TYPES[kind].from_config(cfg, tensors, tokenizer=tokenizer)
+    return TARGET_TYPES[kind].from_config(cfg, tensors, tokenizer=tokenizer, **kw)
 
 # %% ../nbs/04a_targets.ipynb #22a4ab1d
 def unpatchify(patches, patch_size:int, channels:int=3, grid:tuple|None=None) -> torch.Tensor:
@@ -342,3 +344,148 @@ def unpatchify(patches, patch_size:int, channels:int=3, grid:tuple|None=None) ->
     h, w = grid or (math.isqrt(N),) * 2
     if h * w != N: raise ValueError(f'{N} patches do not fill a {h}×{w} grid (pass grid=(h, w))')
     return patches.reshape(B, h, w, p, p, channels).permute(0, 5, 1, 3, 2, 4).reshape(B, channels, h * p, w * p)
+
+# %% ../nbs/04a_targets.ipynb #43b5de1b
+from typing import Callable
+from functools import partial
+from timm.utils import ModelEmaV3
+
+def data2vec_decay(n:int, total:int, ema_decay:float=0.999, ema_end_decay:float=0.9999) -> float:
+    "data2vec's EMA decay at update `n` (1-based): linear from `ema_decay` (update 0) to `ema_end_decay` (update `total`), then constant."
+    if n >= total: return ema_end_decay
+    return ema_end_decay - (ema_end_decay - ema_decay) * (1 - n / total)      # fairseq's get_annealed_rate
+
+# %% ../nbs/04a_targets.ipynb #658de2a1
+class EMATeacher(nn.Module):
+    "A frozen copy of a student network, kept as timm's `ModelEmaV3` of it at decay `schedule(n, total_steps)` for its n-th update; `shared` entries are copied, not averaged."
+    def __init__(self, student:nn.Module, schedule:Callable, total_steps:int|None=None, shared:tuple=()):
+        super().__init__()
+        self.ema = ModelEmaV3(student, decay=0.)          # a deep copy, in eval mode; the decay is set before every update
+        for p in self.ema.module.parameters(): p.requires_grad_(False)
+        self.schedule, self.total_steps, self.shared, self.updates = schedule, total_steps, tuple(shared), 0
+        self._keys = list(self.ema.module.state_dict())
+
+    @property
+    def module(self) -> nn.Module: return self.ema.module              # the teacher network
+    def forward(self, *args, **kwargs): return self.ema.module(*args, **kwargs)
+
+    @torch.no_grad()
+    def update(self, student:nn.Module) -> float:
+        "One step towards `student` (`ModelEmaV3.update` at this update's decay), then the `shared` entries copied from it; returns the decay."
+        if self.total_steps is None: raise ValueError('EMATeacher.update: total_steps is not set (EMATeacherCallback sets it to the run\'s optimizer steps)')
+        sd = student.state_dict()
+        if list(sd) != self._keys: raise ValueError(f'EMATeacher.update: the student\'s state dict ({len(sd)} entries) is not the teacher\'s '
+                                                    f'({len(self._keys)}); was a module added to it after the teacher was made?')
+        self.ema.decay = decay = float(self.schedule(self.updates + 1, self.total_steps))
+        self.ema.update(student)
+        for k, v in self.ema.module.state_dict().items():
+            if self.shared and k.startswith(self.shared): v.copy_(sd[k])
+        self.updates += 1
+        return decay
+
+# %% ../nbs/04a_targets.ipynb #3a11f26f
+class EMATeacherCallback(Callback):
+    "Update an `EMATeacher` from the unwrapped model after every optimizer step that happened; it goes into the run's checkpoints under `key`."
+    order = TrainEvalCallback.order + 3      # after RunState and AcceleratedTraining (the step is known), before the Checkpointer
+    def __init__(self, teacher:EMATeacher, key:str='teacher', ck:dict|None=None, log=print):
+        if not isinstance(teacher, EMATeacher): raise TypeError(f'EMATeacherCallback: expected an EMATeacher, got {type(teacher).__name__}')
+        self.teacher, self.key, self.restored, self._stepped = teacher, key, False, False
+        if ck is not None: self.restore(ck, log)
+
+    def restore(self, ck:dict, log=print):
+        "Load the teacher saved under `key` in the resume checkpoint `ck` (none there: it starts from the resumed student)."
+        if self.key not in ck: log(f'note: the checkpoint holds no {self.key} (its run had none): the teacher starts from the resumed weights'); return
+        self.teacher.module.load_state_dict(ck[self.key]); self.teacher.updates = int(ck[f'{self.key}_updates']); self.restored = True
+
+    def checkpoint_state(self) -> dict: return {self.key: self.teacher.module.state_dict(), f'{self.key}_updates': self.teacher.updates}
+
+    def student(self) -> nn.Module:
+        "The model the optimizer trains, without its DDP/compile wrappers."
+        tr = getattr(self.learn, 'accelerated_training', None)
+        raw = getattr(tr, 'raw_model', None)
+        return self.learn.model if raw is None else raw
+
+    def before_fit(self):
+        s, st = self.student(), getattr(self.learn, 'run_state', None)
+        self.teacher.to(next(s.parameters()).device)
+        if self.teacher.total_steps is None and st is not None: self.teacher.total_steps = st.total_steps
+        if not self.restored and self.teacher.updates == 0: self.teacher.module.load_state_dict(s.state_dict())
+
+    def before_batch(self): self._stepped = False
+    def after_step(self): self._stepped = True
+    def after_batch(self):
+        tr = getattr(self.learn, 'accelerated_training', None)
+        if self.training and self._stepped and (tr is None or tr.stepped): self.teacher.update(self.student())
+
+# %% ../nbs/04a_targets.ipynb #cb28780d
+class Data2vecTarget(MIMTarget):
+    "data2vec's target: at each masked patch, the mean of an EMA teacher's top-K block outputs on the unmasked view 1, normalised; a smooth-L1 regression."
+    name = 'data2vec'
+    def __init__(self, model:nn.Module,                 # the student (a `BeitForMIM` whose `lm_head` has `embed_dim` outputs); the teacher starts as a copy
+                 average_top_k_layers:int=6,            # K: the top blocks averaged (data2vec: 6 of 12)
+                 instance_norm_target_layer:bool=False, # each block's output normalised over the patches, per feature (data2vec 2.0)
+                 layer_norm_target_layer:bool=False,    # each block's output normalised over the features, per patch
+                 instance_norm_targets:bool=False,      # the average normalised over the patches
+                 layer_norm_targets:bool=True,          # the average normalised over the features (the released vision configs)
+                 loss_beta:float=2.,                    # smooth L1's beta; 0: squared error
+                 loss_scale:float|None=None,            # the loss × this; None: 1/√D
+                 ema_decay:float=0.999, ema_end_decay:float=0.9998,   # the teacher's decay, linear from the one to the other ...
+                 ema_anneal_end_step:int|None=None,     # ... over this many updates (None: the whole run)
+                 ema_transformer_only:bool=True):       # share patch embedding, [CLS] and position embedding with the student
+        super().__init__()
+        D, depth, head = model.embed_dim, len(model.blocks), getattr(model, 'lm_head', None)
+        if not (isinstance(average_top_k_layers, int) and 1 <= average_top_k_layers <= depth):
+            raise ValueError(f'average_top_k_layers={average_top_k_layers}: expected an int in [1, {depth}] (the model has {depth} blocks)')
+        if not isinstance(head, nn.Linear) or head.out_features != D:
+            raise ValueError(f'Data2vecTarget: the model\'s MIM head regresses {getattr(head, "out_features", None)} values per patch; '
+                             f'data2vec regresses its {D} features (build the model with vocab_size={D})')
+        if not 0 <= ema_decay <= ema_end_decay <= 1: raise ValueError(f'ema_decay={ema_decay}, ema_end_decay={ema_end_decay}: expected 0 <= ema_decay <= ema_end_decay <= 1')
+        if loss_beta < 0: raise ValueError(f'loss_beta={loss_beta}: expected >= 0 (0: squared error)')
+        self.options = dict(average_top_k_layers=average_top_k_layers, instance_norm_target_layer=instance_norm_target_layer,
+                            layer_norm_target_layer=layer_norm_target_layer, instance_norm_targets=instance_norm_targets,
+                            layer_norm_targets=layer_norm_targets, loss_beta=loss_beta, loss_scale=loss_scale, ema_decay=ema_decay,
+                            ema_end_decay=ema_end_decay, ema_anneal_end_step=ema_anneal_end_step, ema_transformer_only=ema_transformer_only)
+        self.out_features, self.scale = D, 1 / math.sqrt(D) if loss_scale is None else loss_scale
+        self.teacher = EMATeacher(model, partial(data2vec_decay, ema_decay=ema_decay, ema_end_decay=ema_end_decay), ema_anneal_end_step,
+                                  shared=('patch_embed.', 'cls_token', 'pos_embed') if ema_transformer_only else ())
+
+# %% ../nbs/04a_targets.ipynb #838a5ac1
+@patch
+def features(self:Data2vecTarget, view1:torch.Tensor) -> torch.Tensor:
+    "The teacher's target for every patch of `view1` `[B,N,D]`: its top-K block outputs, each normalised as set, averaged (and normalised again if set)."
+    o = self.options
+    ys = self.teacher.module.forward_intermediates(view1, indices=o['average_top_k_layers'], output_fmt='NLC', intermediates_only=True)
+    ys = [y.float() for y in ys]                                            # [B,N,D] each: block outputs, [CLS] dropped
+    if o['instance_norm_target_layer']: ys = [F.instance_norm(y.transpose(1, 2)).transpose(1, 2) for y in ys]
+    if o['layer_norm_target_layer']: ys = [F.layer_norm(y, y.shape[-1:]) for y in ys]
+    y = sum(ys) / len(ys)
+    if o['layer_norm_targets']: y = F.layer_norm(y, y.shape[-1:])
+    if o['instance_norm_targets']: y = F.instance_norm(y.transpose(1, 2)).transpose(1, 2)
+    return y
+
+@patch
+def forward(self:Data2vecTarget, view1, view2, bool_masked_pos):
+    y = self.features(view1)
+    if y.shape[:2] != bool_masked_pos.shape:
+        raise ValueError(f'Data2vecTarget: view 1 gives {y.shape[1]} patches per image, but bool_masked_pos has shape {tuple(bool_masked_pos.shape)}')
+    return y, bool_masked_pos
+
+@patch
+def loss(self:Data2vecTarget, pred, target, bool_masked_pos) -> torch.Tensor:
+    "Smooth L1 (`loss_beta`; 0: squared error) summed over the features × `loss_scale`, averaged over the masked patches."
+    m = _flat_mask(bool_masked_pos).to(target.device)
+    t, p = target[m].float(), (pred[m] if pred.dim() == 3 else pred).float()
+    if p.shape != t.shape: raise ValueError(f'pred {tuple(p.shape)} and target {tuple(t.shape)} at the masked patches: expected the same shape')
+    beta = self.options['loss_beta']
+    per = F.smooth_l1_loss(p, t, reduction='none', beta=beta) if beta else F.mse_loss(p, t, reduction='none')
+    return per.sum(-1).mean() * self.scale
+
+@patch(as_prop=True)
+def config(self:Data2vecTarget) -> dict: return dict(type=self.name, **self.options)
+
+@patch(cls_method=True)
+def from_config(cls:Data2vecTarget, config:dict, tensors:dict, model:nn.Module|None=None, **kw):
+    if model is None: raise ValueError('load_target: a data2vec target needs its student model (model=...), which its teacher starts from')
+    return cls(model, **config)
+
+TARGET_TYPES[Data2vecTarget.name] = Data2vecTarget

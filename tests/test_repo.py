@@ -27,7 +27,7 @@ def test_console_scripts_resolve():
 # The package's layering (DESIGN.md): data flows one way along the core chain, no module imports one later in it,
 # and none imports the demo data (`synthetic`) at module level; attention, app and demo sit on top.
 CHAIN = ['data', 'fast_views', 'shards', 'tokenizer', 'dvae', 'dvae_training', 'masking', 'backbone', 'checkpoint', 'classifier', 'vqkd', 'seg_data', 'seg_model', 'seg_checkpoint',
-         'mim', 'targets', 'training', 'run_files', 'recipe', 'probe', 'pretrain', 'finetune', 'segmentation']
+         'mim', 'targets', 'dino', 'training', 'run_files', 'recipe', 'probe', 'pretrain', 'finetune', 'segmentation']
 RECIPES = ['pretrain', 'finetune', 'segmentation']      # side by side on the recipe layer: none imports another
 ON_TOP = ['synthetic', 'attention', 'app', 'app_segmentation', 'demo', 'experiments', 'measure', 'bench_components', 'bench']
 
