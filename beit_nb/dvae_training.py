@@ -25,7 +25,8 @@ from fastai.torch_core import set_seed
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 
 # %% auto #0
-__all__ = ['TemperatureAnneal', 'kmeans_init_', 'DVAELoss', 'TokenPSNR', 'train_dvae', 'beit_train_tokenizer']
+__all__ = ['TemperatureAnneal', 'kmeans_init_', 'DVAELoss', 'TokenPSNR', 'FlipPairs', 'first_images', 'autoencoder_data',
+           'train_dvae', 'beit_train_tokenizer']
 
 # %% ../nbs/01c_dvae_training.ipynb #279bcaee
 def _find_vae(model) -> DiscreteVAE:
@@ -104,7 +105,7 @@ class TokenPSNR(Metric):
     def name(self): return 'token_psnr'
 
 # %% ../nbs/01c_dvae_training.ipynb #daaf4646
-class _Pairs(torch.utils.data.Dataset):
+class FlipPairs(torch.utils.data.Dataset):
     "(x, x) pairs for an autoencoder, with a random horizontal flip of probability `flip`."
     def __init__(self, items, flip:float=0.): self.items, self.flip = items, flip
     def __len__(self): return len(self.items)
@@ -113,25 +114,31 @@ class _Pairs(torch.utils.data.Dataset):
         if self.flip and torch.rand(()) < self.flip: x = x.flip(-1)
         return x, x
 
-def _first_images(ds, n:int) -> torch.Tensor:
+def first_images(ds, n:int) -> torch.Tensor:
+    "The first `n` images of a tensor or of a dataset of image tensors, as one tensor."
     return ds[:n] if torch.is_tensor(ds) else torch.stack([ds[i] for i in range(min(n, len(ds)))])
+
+def autoencoder_data(train, valid, batch_size:int, flip:float, num_workers:int, device, who:str) -> tuple:
+    "`(train, valid, dls)` for a tokenizer's training: 10% of a tensor `train` held out when `valid` is None, (x, x) pairs, flips in training."
+    if valid is None:
+        if not torch.is_tensor(train): raise ValueError(f'{who}: pass `valid` when `train` is a dataset')
+        n_val = max(1, len(train) // 10)
+        train, valid = train[:-n_val], train[-n_val:]
+    if len(train) < batch_size: raise ValueError(f'{who}: {len(train)} training images is fewer than one batch of {batch_size}')
+    dls = DataLoaders(DataLoader(FlipPairs(train, flip), bs=batch_size, shuffle=True, drop_last=True, num_workers=num_workers, device=device),
+                      DataLoader(FlipPairs(valid), bs=2 * batch_size, num_workers=num_workers, device=device), device=device)
+    return train, valid, dls
 
 # %% ../nbs/01c_dvae_training.ipynb #fc73650a
 def train_dvae(vae:DiscreteVAE, train, valid=None, epochs:int=5, batch_size:int=64, lr:float=2e-3, wd:float=0.01,
                tau0:float=1.0, tau_min:float=0.5, anneal_rate:float=1e-2, kmeans_init:bool=True, flip:float=0.5,
                pct_start:float=0.1, seed:int=0, device=None, num_workers:int=0, progress:bool=True, cbs=None) -> Learner:
     "Train `vae` in place with a fastai `Learner` (one-cycle Adam, Gumbel temperature annealing). `train`/`valid`: [N,C,H,W] in [0,1] tensors or datasets of such tensors."
-    if valid is None:
-        if not torch.is_tensor(train): raise ValueError('train_dvae: pass `valid` when `train` is a dataset')
-        n_val = max(1, len(train) // 10)
-        train, valid = train[:-n_val], train[-n_val:]
-    if len(train) < batch_size: raise ValueError(f'train_dvae: {len(train)} training images is fewer than one batch of {batch_size}')
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    train, valid, dls = autoencoder_data(train, valid, batch_size, flip, num_workers, device, 'train_dvae')
     set_seed(seed)
     vae.to(device).train()
-    if kmeans_init: kmeans_init_(vae, _first_images(train, 512), seed=seed)
-    dls = DataLoaders(DataLoader(_Pairs(train, flip), bs=batch_size, shuffle=True, drop_last=True, num_workers=num_workers, device=device),
-                      DataLoader(_Pairs(valid), bs=2 * batch_size, num_workers=num_workers, device=device), device=device)
+    if kmeans_init: kmeans_init_(vae, first_images(train, 512), seed=seed)
     learn = Learner(dls, _DVAEForTraining(vae), loss_func=DVAELoss(vae), opt_func=Adam, wd=wd, metrics=[TokenPSNR()],
                     cbs=[TemperatureAnneal(tau0, tau_min, anneal_rate)] + list(cbs or []))
     ctx = contextlib.nullcontext() if progress else contextlib.ExitStack()

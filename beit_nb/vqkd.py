@@ -21,9 +21,7 @@ from .data import eval_mode
 from .tokenizer import check_images, check_ids, register_tokenizer, save_tokenizer
 from .checkpoint import read_checkpoint, detect_layout, to_timm
 from .classifier import beit_classifier
-from .dvae_training import _Pairs, _first_images     # (x, x) pairs with flips; the first images of a dataset
-from fastai.data.load import DataLoader
-from fastai.data.core import DataLoaders
+from .dvae_training import autoencoder_data, first_images     # (x, x) pair loaders with flips; the first images of a dataset
 from fastai.learner import Learner, Metric
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
@@ -324,19 +322,13 @@ def train_vqkd(tok:VQKDTokenizer, teacher:FeatureTeacher, train, valid=None, epo
                wd:float=1e-4, kmeans_init:bool=True, flip:float=0.5, pct_start:float=0.1, seed:int=0, device=None,
                num_workers:int=0, progress:bool=True, cbs=None) -> Learner:
     "Train `tok` in place to reconstruct `teacher`'s features (fastai `Learner`, one-cycle Adam). `train`/`valid`: [N,3,H,W] in [0,1] tensors or datasets of such tensors."
-    if valid is None:
-        if not torch.is_tensor(train): raise ValueError('train_vqkd: pass `valid` when `train` is a dataset')
-        n_val = max(1, len(train) // 10)
-        train, valid = train[:-n_val], train[-n_val:]
-    if len(train) < batch_size: raise ValueError(f'train_vqkd: {len(train)} training images is fewer than one batch of {batch_size}')
     if teacher.model.patch_embed.grid_size != (tok.grid_size,) * 2:
         raise ValueError(f'train_vqkd: the teacher has a {teacher.model.patch_embed.grid_size} patch grid, the tokenizer {tok.grid_size}×{tok.grid_size} (load_teacher(path, tok.grid_size))')
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
+    train, valid, dls = autoencoder_data(train, valid, batch_size, flip, num_workers, device, 'train_vqkd')
     set_seed(seed)
     tok.to(device).train(); teacher.to(device)
-    if kmeans_init: kmeans_init_vqkd(tok, _first_images(train, 512))
-    dls = DataLoaders(DataLoader(_Pairs(train, flip), bs=batch_size, shuffle=True, drop_last=True, num_workers=num_workers, device=device),
-                      DataLoader(_Pairs(valid), bs=2 * batch_size, num_workers=num_workers, device=device), device=device)
+    if kmeans_init: kmeans_init_vqkd(tok, first_images(train, 512))
     learn = Learner(dls, _VQKDForTraining(tok, teacher), loss_func=VQKDLoss(), opt_func=partial(Adam, sqr_mom=0.99), wd=wd,
                     metrics=[CodebookUsage('codes_used'), CodebookUsage('perplexity'), CodeRestarts()], cbs=list(cbs or []))
     with contextlib.ExitStack() as stack:
@@ -366,7 +358,7 @@ def evaluate_vqkd(tok:VQKDTokenizer, teacher:FeatureTeacher, images:torch.Tensor
 def train_and_save_vqkd(tok:VQKDTokenizer, teacher:FeatureTeacher, train, valid, out, meta:dict|None=None, **kwargs) -> Path:
     "Train `tok` (`train_vqkd(**kwargs)`), measure it on `valid`, save it to the folder `out` with what made it in `meta`; prints one line."
     learn = train_vqkd(tok, teacher, train, valid, **kwargs)
-    res = evaluate_vqkd(tok, teacher, _first_images(valid, len(valid)))
+    res = evaluate_vqkd(tok, teacher, first_images(valid, len(valid)))
     names = learn.recorder.metric_names[1:-1]
     history = [dict(epoch=i, **{k: round(float(v), 5) for k, v in zip(names, row)}) for i, row in enumerate(learn.recorder.values)]
     t = dict(path=teacher.source, block=teacher.block, dim=teacher.dim, input_size=teacher.input_size, arch=getattr(teacher, 'arch', None))
