@@ -417,8 +417,8 @@ def profile_step(spec:ModelSpec, learner:bool=True, steps:int=4, row_limit:int=1
     "torch.profiler's table (self CPU time) of `steps` steps of beit_nb's Learner (or bare loop) at `spec`, after one warmup step."
     from torch.profiler import profile, ProfilerActivity
     with tempfile.TemporaryDirectory() as tmp:
-        write_imagenet_like(tmp, spec.cfg.batch_size, scale=.25)
         batches, tok = make_batches(spec, steps + 2, device), spec.tokenizer(device)
+        write_imagenet_like(tmp, len(batches) * spec.cfg.batch_size, scale=.25)   # the run's schedule counts steps from its folder
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == 'cuda' else [])
         with profile(activities=acts) as prof:
             if learner: learner_step(spec, batches, tok, tmp, FastPath(), 1)
