@@ -25,8 +25,8 @@ from fastai.torch_core import set_seed
 import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 
 # %% auto #0
-__all__ = ['TemperatureAnneal', 'kmeans_init_', 'DVAELoss', 'TokenPSNR', 'FlipPairs', 'first_images', 'autoencoder_data',
-           'train_dvae', 'beit_train_tokenizer']
+__all__ = ['TemperatureAnneal', 'kmeans_init_', 'DVAELoss', 'TokenPSNR', 'FlipPairs', 'first_images', 'fit_timed',
+           'autoencoder_data', 'train_dvae', 'beit_train_tokenizer']
 
 # %% ../nbs/01c_dvae_training.ipynb #279bcaee
 def _find_vae(model) -> DiscreteVAE:
@@ -118,6 +118,13 @@ def first_images(ds, n:int) -> torch.Tensor:
     "The first `n` images of a tensor or of a dataset of image tensors, as one tensor."
     return ds[:n] if torch.is_tensor(ds) else torch.stack([ds[i] for i in range(min(n, len(ds)))])
 
+def fit_timed(learn, epochs:int, lr:float, pct_start:float=0.1, progress:bool=True):
+    "`learn.fit_one_cycle`, with no bar or log lines unless `progress`; the seconds it took in `learn.train_seconds`."
+    with contextlib.ExitStack() as stack:
+        if not progress: stack.enter_context(learn.no_bar()); stack.enter_context(learn.no_logging())
+        t = time.time(); learn.fit_one_cycle(epochs, lr, pct_start=pct_start); learn.train_seconds = time.time() - t
+    return learn
+
 def autoencoder_data(train, valid, batch_size:int, flip:float, num_workers:int, device, who:str) -> tuple:
     "`(train, valid, dls)` for a tokenizer's training: 10% of a tensor `train` held out when `valid` is None, (x, x) pairs, flips in training."
     if valid is None:
@@ -141,12 +148,7 @@ def train_dvae(vae:DiscreteVAE, train, valid=None, epochs:int=5, batch_size:int=
     if kmeans_init: kmeans_init_(vae, first_images(train, 512), seed=seed)
     learn = Learner(dls, _DVAEForTraining(vae), loss_func=DVAELoss(vae), opt_func=Adam, wd=wd, metrics=[TokenPSNR()],
                     cbs=[TemperatureAnneal(tau0, tau_min, anneal_rate)] + list(cbs or []))
-    ctx = contextlib.nullcontext() if progress else contextlib.ExitStack()
-    with ctx as stack:
-        if not progress: stack.enter_context(learn.no_bar()); stack.enter_context(learn.no_logging())
-        t = time.time()
-        learn.fit_one_cycle(epochs, lr, pct_start=pct_start)
-        learn.train_seconds = time.time() - t
+    fit_timed(learn, epochs, lr, pct_start, progress)
     vae.eval()
     return learn
 

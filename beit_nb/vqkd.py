@@ -8,7 +8,6 @@ Docs: https://beit-nb.github.io/beit_nb/vqkd.html.md"""
 
 # %% ../nbs/01d_vqkd.ipynb #022a35bc
 from __future__ import annotations
-import contextlib, time
 from functools import partial
 from pathlib import Path
 import torch
@@ -21,7 +20,7 @@ from .data import eval_mode
 from .tokenizer import check_images, check_ids, register_tokenizer, save_tokenizer
 from .checkpoint import read_checkpoint, detect_layout, to_timm
 from .classifier import beit_classifier
-from .dvae_training import autoencoder_data, first_images     # (x, x) pair loaders with flips; the first images of a dataset
+from .dvae_training import autoencoder_data, first_images, fit_timed     # (x, x) pair loaders with flips; the first images of a dataset
 from fastai.learner import Learner, Metric
 from fastai.optimizer import Adam
 from fastai.torch_core import set_seed
@@ -331,11 +330,7 @@ def train_vqkd(tok:VQKDTokenizer, teacher:FeatureTeacher, train, valid=None, epo
     if kmeans_init: kmeans_init_vqkd(tok, first_images(train, 512))
     learn = Learner(dls, _VQKDForTraining(tok, teacher), loss_func=VQKDLoss(), opt_func=partial(Adam, sqr_mom=0.99), wd=wd,
                     metrics=[CodebookUsage('codes_used'), CodebookUsage('perplexity'), CodeRestarts()], cbs=list(cbs or []))
-    with contextlib.ExitStack() as stack:
-        if not progress: stack.enter_context(learn.no_bar()); stack.enter_context(learn.no_logging())
-        t = time.time()
-        learn.fit_one_cycle(epochs, lr, pct_start=pct_start)
-        learn.train_seconds = time.time() - t
+    fit_timed(learn, epochs, lr, pct_start, progress)
     tok.eval()
     return learn
 
