@@ -16,15 +16,15 @@ import torch, torch.nn as nn
 from torch.utils.data import DataLoader
 from fastcore.basics import patch
 from .measure import Runner, run_passes, time_steps, make_row, trim_memory
-from .synthetic import write_imagenet_like
+from .synthetic import write_imagenet_like, torch_threads
 
 
 # %% auto #0
 __all__ = ['MASKS_ONE', 'MASKS_BATCH', 'MASKS_PLAIN', 'AUG_PHASES', 'GPU_GOAL', 'PHASE_NAMES', 'TOKENIZER_VARIANTS', 'CallRunner',
-           'masking_rows', 'torch_threads', 'pil_views', 'PerImageRunner', 'PhaseRunner', 'ViewsRunner',
-           'fast_view_runners', 'DeviceViewsRunner', 'AugmentRunner', 'augmentation_rows', 'random_dalle_tokenizer',
-           'channels_last_layout', 'bf16_autocast', 'TokenizerRunner', 'tokenizer_rows', 'SegSpec', 'n_windows',
-           'SegRunner', 'segmentation_rows']
+           'masking_rows', 'pil_views', 'PerImageRunner', 'PhaseRunner', 'ViewsRunner', 'fast_view_runners',
+           'DeviceViewsRunner', 'AugmentRunner', 'augmentation_rows', 'random_dalle_tokenizer', 'channels_last_layout',
+           'bf16_autocast', 'TokenizerRunner', 'tokenizer_rows', 'SegSpec', 'n_windows', 'SegRunner',
+           'segmentation_rows']
 
 # %% ../nbs/10a_bench_components.ipynb #f2a4c6e8
 class CallRunner(Runner):
@@ -65,13 +65,6 @@ def _aug_dataset(folder, sizes):
     from beit_nb.data import UnlabeledImageFolder
     from beit_nb.training import SeededSamples
     return SeededSamples(UnlabeledImageFolder(folder), _aug_transform(sizes), seed=0)
-
-@contextlib.contextmanager
-def torch_threads(n:int):
-    "Run a block with `n` torch CPU threads (a loader worker has one), then restore the count."
-    old = torch.get_num_threads(); torch.set_num_threads(n)
-    try: yield
-    finally: torch.set_num_threads(old)
 
 # %% ../nbs/10a_bench_components.ipynb #7c9e1a3b
 AUG_PHASES = ('decode', 'jitter', 'view1', 'view2', 'tensor', 'normalise', 'mask')

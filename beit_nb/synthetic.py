@@ -25,7 +25,7 @@ from .dvae_training import train_dvae
 __all__ = ['SHAPE_CLASSES', 'TEXTURES', 'PHOTO_NAMES', 'DEMO_TOKENIZER_CONFIG', 'DEMO_TOKENIZER_TRAINING',
            'SHIPPED_DEMO_TOKENIZER', 'IMAGENET_LIKE', 'Scenes', 'synthetic_scenes', 'write_ade20k_split',
            'write_demo_folders', 'sample_photos', 'SceneImages', 'tokenizer_views', 'demo_tokenizer_data', 'demo_views',
-           'demo_tokenizer', 'imagenet_like_specs', 'write_imagenet_like']
+           'torch_threads', 'demo_tokenizer', 'imagenet_like_specs', 'write_imagenet_like']
 
 # %% ../nbs/00b_synthetic.ipynb #2627d24b
 SHAPE_CLASSES = ['circle', 'cross', 'ring', 'square', 'star', 'triangle']   # alphabetical: folder datasets index classes the same way
@@ -327,8 +327,8 @@ def demo_views(images, input_size:int=64, tok_size:int=32, mean=(0.5, 0.5, 0.5),
 SHIPPED_DEMO_TOKENIZER = Path(str(importlib.resources.files('beit_nb')))/'assets'/'demo_tokenizer'   # package data
 
 @contextlib.contextmanager
-def _torch_threads(n:int):
-    "Run torch on `n` CPU threads inside the block."
+def torch_threads(n:int):
+    "Run a block with `n` torch CPU threads (a loader worker has one), then restore the count."
     prev = torch.get_num_threads(); torch.set_num_threads(n)
     try: yield
     finally: torch.set_num_threads(prev)
@@ -343,7 +343,7 @@ def _train_demo_tokenizer(train_cfg, progress=False) -> tuple[DiscreteVAE, dict]
     tc = dict(train_cfg)
     train, valid = demo_tokenizer_data(tc.pop('n_train'), tc.pop('n_valid'), tc.pop('scene_size'), tc.pop('crop_fraction'), seed=tc['seed'])
     t = time.time()
-    with no_random(tc['seed']), _torch_threads(1):       # seeded from the recipe; the caller's RNG states come back after
+    with no_random(tc['seed']), torch_threads(1):       # seeded from the recipe; the caller's RNG states come back after
         vae = DiscreteVAE(**DEMO_TOKENIZER_CONFIG)
         learn = train_dvae(vae, train, valid, device='cpu', progress=progress, **tc)
     names = learn.recorder.metric_names[1:-1]
